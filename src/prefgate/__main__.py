@@ -1,0 +1,3 @@
+from prefgate.cli import main
+
+main()

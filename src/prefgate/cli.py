@@ -1,0 +1,43 @@
+"""The `prefgate` command: a thin typer shell over the Python API, one sub-command per stage.
+
+Each stage's commands live in `prefgate/commands/<stage>.py`; this module only assembles them.
+Exit codes (../shared/DESIGN.md): 0 success, 1 a verdict said no, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from prefgate import __version__
+from prefgate.commands import data as data_commands
+from prefgate.commands import demo as demo_commands
+
+app = typer.Typer(
+    name="prefgate",
+    help="Preference optimization (DPO and its family) that does not regress the model it trains.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_commands.app, name="data")
+app.command("demo")(demo_commands.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"prefgate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Preference optimization (DPO and its family) that does not regress the model it trains."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Write records in the canonical explicit-prompt form: JSONL (optionally .gz) or Parquet.
+
+Writes are atomic: a temporary file in the same folder, renamed into place when complete.
+In Parquet, `meta` is stored as a JSON string (free-form dicts do not fit one column type); the readers
+turn it back into a dict, so a round trip keeps the fingerprint.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from prefgate.data.records import Record
+from prefgate.errors import InputError
+
+
+def write_records(records: list[Record], path: str | Path) -> Path:
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        writer = _write_jsonl
+    elif name.endswith(".parquet"):
+        writer = _write_parquet
+    else:
+        raise InputError("unsupported output type; expected .jsonl, .jsonl.gz or .parquet", where=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(records, Path(tmp), gz=name.endswith(".gz"))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _write_jsonl(records: list[Record], path: Path, *, gz: bool) -> None:
+    opener = gzip.open if gz else open
+    with opener(path, "wt", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+
+
+def _write_parquet(records: list[Record], path: Path, *, gz: bool) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for rec in records:
+        row = rec.to_dict()
+        if "meta" in row:
+            row["meta"] = json.dumps(row["meta"], ensure_ascii=False, sort_keys=True)
+        rows.append(row)
+    try:
+        table = pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise InputError(f"cannot write Parquet (fields with mixed types across records?): {err}",
+                         where=str(path)) from None
+    pq.write_table(table, path)

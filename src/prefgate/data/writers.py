@@ -55,8 +55,9 @@ def _write_parquet(records: list[Record], path: Path, *, gz: bool) -> None:
         if "meta" in row:
             row["meta"] = json.dumps(row["meta"], ensure_ascii=False, sort_keys=True)
         rows.append(row)
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # from_pylist reads only the first row's keys
     try:
-        table = pa.Table.from_pylist(rows)
+        table = pa.Table.from_pydict({c: [row.get(c) for row in rows] for c in columns})
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise InputError(f"cannot write Parquet (fields with mixed types across records?): {err}",
                          where=str(path)) from None

@@ -11,6 +11,7 @@ import typer
 from prefgate import __version__
 from prefgate.commands import data as data_commands
 from prefgate.commands import demo as demo_commands
+from prefgate.commands import train as train_commands
 
 app = typer.Typer(
     name="prefgate",
@@ -20,6 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_commands.app, name="data")
+app.command("train")(train_commands.train)
+app.command("merge")(train_commands.merge)
 app.command("demo")(demo_commands.demo)
 
 

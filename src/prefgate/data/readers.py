@@ -21,7 +21,7 @@ from typing import Any
 from prefgate.errors import InputError
 
 # The column sets a columnar file (Parquet, CSV, datasets folder) must contain, one per record format.
-FORMAT_COLUMNS = ({"chosen", "rejected"}, {"prompt", "completion", "label"})
+FORMAT_COLUMNS = ({"chosen", "rejected"}, {"prompt", "completion"})
 
 
 @dataclass(slots=True)
@@ -102,7 +102,7 @@ def check_columns(columns: list[str], where: str) -> None:
     """A columnar source must hold the columns of one record format."""
     if not any(need <= set(columns) for need in FORMAT_COLUMNS):
         raise InputError(f"columns {sorted(columns)} match no record format: expected prompt/chosen/rejected, "
-                         "chosen/rejected (implicit prompt) or prompt/completion/label", where=where)
+                         "chosen/rejected (implicit prompt) or prompt/completion(/label)", where=where)
 
 
 def _iter_columnar(rows: Iterator[dict], where: str) -> Iterator[RawRow]:

@@ -6,7 +6,7 @@ The contract is ../shared/DESIGN.md "Preference records":
 
 - paired, explicit prompt:  {"prompt", "chosen", "rejected"}
 - paired, implicit prompt:  {"chosen", "rejected"} holding the whole conversation (see `implicit.py`)
-- unpaired (KTO):           {"prompt", "completion", "label": bool}
+- unpaired:                 {"prompt", "completion", "label": bool} (KTO); without "label": plain SFT data
 
 Text is either a string ("standard") or a list of messages `{"role", "content"}` ("conversational").
 Optional on every record: `id`, `category`, `rejection_type`, `grader`, `meta`; unknown top-level
@@ -57,12 +57,12 @@ class PreferencePair:
 
 @dataclass(slots=True)
 class UnpairedExample:
-    """One unpaired (KTO) example: `completion` is desirable (`label=True`) or not for `prompt`."""
+    """One unpaired example: `completion` is desirable (`label=True`) or not (KTO), or unlabelled (`None`, SFT)."""
 
     id: str
     prompt: Text
     completion: Text
-    label: bool
+    label: bool | None
     category: str | None = None
     rejection_type: str | None = None
     grader: str | None = None
@@ -74,7 +74,9 @@ class UnpairedExample:
         return isinstance(self.prompt, list)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "prompt": self.prompt, "completion": self.completion, "label": self.label}
+        out: dict[str, Any] = {"id": self.id, "prompt": self.prompt, "completion": self.completion}
+        if self.label is not None:
+            out["label"] = self.label
         return _with_optional(out, self)
 
 
@@ -114,9 +116,10 @@ def prompt_key(prompt: Text) -> str:
 def kind_of_row(row: dict[str, Any]) -> str:
     """'paired', 'implicit' or 'unpaired', from the fields present; raises InputError when none fits."""
     if "completion" in row or "label" in row:
-        missing = [f for f in ("prompt", "completion", "label") if f not in row]
+        missing = [f for f in ("prompt", "completion") if f not in row]
         if missing:
-            raise InputError("missing (unpaired records need prompt, completion and label)", field=missing[0])
+            raise InputError("missing (unpaired records need prompt and completion, and label for KTO)",
+                             field=missing[0])
         return "unpaired"
     missing = [f for f in ("chosen", "rejected") if f not in row]
     if missing:
@@ -159,9 +162,10 @@ def _parse_unpaired(row: dict[str, Any]) -> UnpairedExample:
     prompt = check_text(row["prompt"], "prompt")
     completion = check_text(row["completion"], "completion", allow_empty=True)
     _check_same_shape(prompt, completion, "completion")
-    label = _parse_label(row["label"])
+    label = None if row.get("label") is None else _parse_label(row["label"])
     optional = _parse_optional(row)
-    rid = optional.pop("id") or content_id(prompt, completion, "desirable" if label else "undesirable")
+    tag = {True: ["desirable"], False: ["undesirable"], None: []}[label]
+    rid = optional.pop("id") or content_id(prompt, completion, *tag)
     return UnpairedExample(id=rid, prompt=prompt, completion=completion, label=label, **optional)
 
 

@@ -1,0 +1,49 @@
+"""`prefgate train CONFIG [key=value ...]` and `prefgate merge RUN_DIR OUT`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from prefgate.commands.common import EXIT_VERDICT_NO, guarded, note, say
+
+
+@guarded
+def train(
+    config: Path = typer.Argument(..., help="Training config (YAML); see examples/*.yaml."),
+    overrides: list[str] = typer.Argument(None, help="Overrides such as loss.beta=0.2 lora.r=8 max_steps=100."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output_dir from its last checkpoint."),
+    allow_audit_fail: str = typer.Option(None, "--allow-audit-fail", metavar="REASON",
+                                         help="Train despite an audit fail; the reason goes in the manifest."),
+) -> None:
+    """Train with DPO or any loss of the family; exit 1 when a monitor stops the run."""
+    from prefgate.config import load_train_config
+    from prefgate.train.loop import train as run_training
+    from prefgate.train.monitors import TrainingAborted
+
+    cfg = load_train_config(config, overrides or [])
+    try:
+        result = run_training(cfg, resume=resume, allow_audit_fail=allow_audit_fail)
+    except TrainingAborted as err:  # raised before the loop starts (audit gate, memory probe)
+        note(f"stopped: {err}")
+        raise typer.Exit(EXIT_VERDICT_NO) from None
+    if result.status != "completed":
+        note(f"run aborted at step {result.steps}: {result.reason}")
+        say(f"run folder: {result.run_dir} (last good checkpoint kept)")
+        raise typer.Exit(EXIT_VERDICT_NO)
+    m = result.final_metrics
+    summary = ", ".join(f"{k} {m[k]:.4f}" for k in ("loss", "rewards/accuracies", "logps/chosen_shift") if k in m)
+    say(f"trained {result.steps} steps -> {result.run_dir}  ({summary})")
+
+
+@guarded
+def merge(
+    run_dir: Path = typer.Argument(..., help="A LoRA run folder (with adapter/)."),
+    out: Path = typer.Argument(..., help="Where to write the merged model (transformers format)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+) -> None:
+    """Merge a run's LoRA adapter into its base model."""
+    from prefgate.train.model import merge_adapter
+
+    say(f"merged model written to {merge_adapter(run_dir, out, trust_remote_code=trust_remote_code)}")

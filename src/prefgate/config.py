@@ -1,0 +1,201 @@
+"""Typed, strict configuration: one pydantic model per config file, one place for every default.
+
+Unknown keys are errors (a typo never silently falls back to a default). `load_train_config(path,
+overrides)` reads YAML and applies `key.sub=value` overrides from the command line; every error is an
+`InputError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prefgate.errors import InputError
+from prefgate.losses import LossType
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    name_or_path: str = Field(..., description="Hub id or local path of any AutoModelForCausalLM.")
+    tokenizer: str | None = Field(None, description="Tokenizer hub id or path; default: the model's.")
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None
+
+
+class DataConfig(Strict):
+    train: str
+    eval: str | None = None
+    max_length: int = Field(1024, ge=2)
+    max_prompt_length: int | None = Field(None, ge=1)
+    skip_invalid: bool = False
+
+
+class LossConfig(Strict):
+    """`type` plus that loss's hyperparameters; `LossType.defaults` is the one source of defaults."""
+
+    model_config = ConfigDict(extra="allow")
+    type: LossType = LossType.DPO
+
+    @model_validator(mode="after")
+    def _known_hyperparameters(self) -> LossConfig:
+        allowed = self.type.defaults
+        unknown = sorted(set(self.model_extra or {}) - set(allowed))
+        if unknown:
+            names = ", ".join(allowed) or "none"
+            raise ValueError(f"unknown hyperparameter(s) {unknown} for loss '{self.type.value}' (it takes: {names})")
+        return self
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**self.type.defaults, **(self.model_extra or {})}
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, ge=1)
+    alpha: float = 32.0
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    load_in_4bit: bool = Field(False, description="QLoRA through bitsandbytes; needs CUDA.")
+
+
+class ReferenceConfig(Strict):
+    strategy: Literal["auto", "model", "precomputed", "none"] = "auto"
+    model: str | None = Field(None, description="Path or hub id of the reference, for strategy 'model'.")
+    cache_dir: str | None = Field(None, description="For 'precomputed'; default $PREFGATE_HOME/cache/reference.")
+
+    @model_validator(mode="after")
+    def _model_given(self) -> ReferenceConfig:
+        if self.strategy == "model" and not self.model:
+            raise ValueError("strategy 'model' needs reference.model")
+        return self
+
+
+class OptimConfig(Strict):
+    lr: float = Field(5e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+
+
+class MonitorConfig(Strict):
+    """Collapse: the running mean of `logps/chosen_shift` (per token) below `collapse_threshold`."""
+
+    collapse_threshold: float = Field(-0.5, lt=0)
+    collapse_window: int = Field(10, ge=1)
+    on_collapse: Literal["warn", "stop"] = "warn"
+
+
+class EvalConfig(Strict):
+    every: int | None = Field(None, ge=1, description="Evaluate held-out pairs every N steps (and at the end).")
+    batch_size: int = Field(8, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1, description="Evaluations without a better accuracy.")
+
+
+class TrainConfig(Strict):
+    model: ModelConfig
+    data: DataConfig
+    loss: LossConfig = LossConfig()
+    lora: LoraConfig | None = Field(None, description="LoRA settings; absent means full fine-tuning.")
+    reference: ReferenceConfig = ReferenceConfig()
+    optim: OptimConfig = OptimConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    eval: EvalConfig = EvalConfig()
+    batch_size: int = Field(4, ge=1, description="Pairs per micro-batch per process.")
+    grad_accumulation: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    seed: int = 0
+    output_dir: str = "runs/latest"
+    log_every: int = Field(1, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    checkpoint_keep: int = Field(2, ge=1)
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+    memory_probe: bool = True
+
+    @field_validator("output_dir")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _reference_fits_loss(self) -> TrainConfig:
+        if self.loss.type.needs_reference and self.reference.strategy == "none":
+            raise ValueError(f"loss '{self.loss.type.value}' needs a reference; set reference.strategy")
+        return self
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["loss.beta=0.2", "lora=null"]` -> nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"override {pair!r}: expected key=value (e.g. loss.beta=0.2)")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"override {pair!r}: {part} is set to a value and used as a section")
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _first_error(err: ValidationError, where: str) -> InputError:
+    e = err.errors()[0]
+    field = ".".join(str(p) for p in e["loc"]) or None
+    message = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return InputError(message + more, where=where, field=field)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("no such file", where=str(path)) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}", where=where) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of settings at the top level", where=str(path))
+    return data
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None, **data: Any) -> TrainConfig:
+    """Read a YAML train config (or start from `data`), apply overrides, validate strictly."""
+    raw = _merge(load_yaml(path) if path else {}, data)
+    raw = _merge(raw, parse_overrides(overrides or []))
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise _first_error(err, str(path or "config")) from None

@@ -1,0 +1,135 @@
+"""From records to model rows: tokenise once, then lay out each batch as the loss needs it.
+
+A batch is a set of rows (prompt + completion) sharing one forward pass; which rows depends on the loss:
+
+- paired losses: B chosen rows, then B rejected rows (one concatenated forward, as DPO does);
+- sft:           B rows, the chosen completion (paired data) or the completion (unpaired data);
+- kto:           B completion rows, then B mismatched rows for the KL estimate: prompt i with the
+                 completion of example (i + 1) mod N of the whole dataset, so the mismatch does not depend
+                 on how examples are batched (and a reference cache can hold it).
+
+Row `role` r of example i is row r * B + position; `ROLES[kind]` names them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prefgate.data import PairTokenizer, PreferenceDataset, PreferencePair
+from prefgate.errors import InputError
+from prefgate.losses import LossType
+from prefgate.train.logps import pad_examples
+
+Row = tuple[list[int], list[int]]  # (prompt_ids, completion_ids)
+
+
+@dataclass
+class TokenizedData:
+    """Every example's rows, in dataset order: rows[i][role] for role in `roles`."""
+
+    rows: list[list[Row]]
+    labels: list[bool] | None  # KTO only
+    truncated: int  # examples with any side cut by max_length
+    asymmetric: int  # pairs cut on one side only
+
+    @property
+    def n_roles(self) -> int:
+        return len(self.rows[0])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def n_tokens(self, i: int) -> int:
+        return sum(len(p) + len(c) for p, c in self.rows[i])
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (R, T), R = n_roles * B, right-padded
+    attention_mask: torch.Tensor  # (R, T)
+    loss_mask: torch.Tensor  # (R, T) True on completion tokens
+    lengths: torch.Tensor  # (R,) completion tokens per row, float32
+    indices: list[int]  # dataset index of each of the B examples
+    labels: torch.Tensor | None = None  # (B,) bool, KTO
+
+    @property
+    def size(self) -> int:
+        return len(self.indices)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    def to(self, device) -> Batch:
+        labels = None if self.labels is None else self.labels.to(device)
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device),
+                     self.lengths.to(device), self.indices, labels)
+
+
+def tokenize_dataset(ds: PreferenceDataset, tokenizer, loss_type: LossType, *, max_length: int,
+                     max_prompt_length: int | None) -> TokenizedData:
+    """Tokenise every record once into the rows `loss_type` trains on."""
+    tok = PairTokenizer(tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
+    if ds.paired and loss_type.paired:
+        return _paired_rows(ds, tok, chosen_only=loss_type is LossType.SFT)
+    if ds.paired:
+        raise InputError(f"loss '{loss_type.value}' trains on unpaired examples (prompt, completion, label), "
+                         "but the data is paired", where=ds.source)
+    if loss_type is LossType.SFT:
+        return _sft_rows(ds, tok)
+    if loss_type is LossType.KTO:
+        return _kto_rows(ds, tok)
+    raise InputError(f"loss '{loss_type.value}' needs paired data (prompt, chosen, rejected)", where=ds.source)
+
+
+def _paired_rows(ds: PreferenceDataset, tok: PairTokenizer, *, chosen_only: bool) -> TokenizedData:
+    rows, truncated, asymmetric = [], 0, 0
+    for rec in ds.records:
+        assert isinstance(rec, PreferencePair)
+        tp = tok.pair(rec)
+        chosen = (tp.prompt_ids, tp.chosen_ids)
+        rows.append([chosen] if chosen_only else [chosen, (tp.prompt_ids, tp.rejected_ids)])
+        truncated += tp.chosen_truncated or tp.rejected_truncated
+        asymmetric += tp.asymmetric_truncation
+    return TokenizedData(rows, None, truncated, asymmetric)
+
+
+def _sft_rows(ds: PreferenceDataset, tok: PairTokenizer) -> TokenizedData:
+    rows, truncated = [], 0
+    for rec in ds.records:
+        if rec.label is False:  # an undesirable completion is not SFT material
+            continue
+        ex = tok.sft(rec.id, rec.prompt, rec.completion)
+        rows.append([(ex.prompt_ids, ex.completion_ids)])
+        truncated += ex.completion_truncated
+    if not rows:
+        raise InputError("no desirable or unlabelled examples to train on", where=ds.source)
+    return TokenizedData(rows, None, truncated, 0)
+
+
+def _kto_rows(ds: PreferenceDataset, tok: PairTokenizer) -> TokenizedData:
+    if any(rec.label is None for rec in ds.records):
+        raise InputError("loss 'kto' needs a label (true or false) on every example", where=ds.source)
+    if len(ds.records) < 2:
+        raise InputError("loss 'kto' needs at least 2 examples (its KL estimate pairs mismatched ones)",
+                         where=ds.source)
+    examples = [tok.example(rec) for rec in ds.records]
+    limit = tok.max_length
+    rows = []
+    for i, ex in enumerate(examples):
+        other = examples[(i + 1) % len(examples)].completion_ids
+        mismatched = other[: max(limit - len(ex.prompt_ids), 0)] if limit else other
+        rows.append([(ex.prompt_ids, ex.completion_ids), (ex.prompt_ids, mismatched)])
+    truncated = sum(ex.completion_truncated for ex in examples)
+    return TokenizedData(rows, [bool(ex.label) for ex in examples], truncated, 0)
+
+
+def collate(data: TokenizedData, indices: list[int], *, pad_id: int) -> Batch:
+    """Rows role-major: all examples' role 0, then role 1 (chosen then rejected)."""
+    rows = [data.rows[i][role] for role in range(data.n_roles) for i in indices]
+    input_ids, attention_mask, loss_mask = pad_examples([p for p, _ in rows], [c for _, c in rows], pad_id=pad_id)
+    lengths = loss_mask.sum(dim=1).to(torch.float32)
+    labels = None if data.labels is None else torch.tensor([data.labels[i] for i in indices], dtype=torch.bool)
+    return Batch(input_ids, attention_mask, loss_mask, lengths, list(indices), labels)

@@ -1,0 +1,453 @@
+"""`train(config)`: the training loop, read top to bottom: set up, train, save, clean up.
+
+Batching: one optimizer step consumes a global batch of G = batch_size * grad_accumulation * processes
+examples, drawn in a seeded per-epoch permutation; each process takes its own micro-batches of it. The
+per-example losses are summed and divided by the examples each process handles per step, so the gradient
+is the mean over the global batch however it is split (the invariance tests check 4x1 = 1x4 and one vs two
+processes). A trailing remainder smaller than G is left out of each epoch (a new permutation every epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from prefgate.config import TrainConfig
+from prefgate.data import PreferenceDataset, load_tokenizer, read_dataset
+from prefgate.errors import InputError
+from prefgate.losses import LossType
+from prefgate.train import checkpoint as ckpt
+from prefgate.train.batches import TokenizedData, collate, tokenize_dataset
+from prefgate.train.manifest import write_manifest
+from prefgate.train.model import load_policy
+from prefgate.train.monitors import CollapseMonitor, TrainingAborted, check_finite
+from prefgate.train.reference import build_reference
+from prefgate.train.step import Sums, batch_metrics, compute_batch_loss, forward_logps, means, merge_sums
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # "completed" | "aborted"
+    steps: int
+    final_metrics: dict = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass
+class Schedule:
+    """Which examples each process sees at each step (see the module docstring)."""
+
+    n_examples: int
+    batch_size: int
+    grad_accumulation: int
+    processes: int
+    seed: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.grad_accumulation * self.processes
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_examples // self.global_batch
+
+    def micro_batches(self, step: int, rank: int) -> list[list[int]]:
+        """The micro-batches (dataset indices) of 1-based optimizer `step` for process `rank`."""
+        epoch, k = divmod(step - 1, self.steps_per_epoch)
+        order = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        chunk = order[k * self.global_batch:(k + 1) * self.global_batch]
+        b = self.batch_size
+        return [chunk[(a * self.processes + rank) * b:(a * self.processes + rank + 1) * b]
+                for a in range(self.grad_accumulation)]
+
+
+# -- set up -------------------------------------------------------------------------------------------------
+
+
+def _check_output_dir(run_dir: Path, resume: bool) -> None:
+    taken = (run_dir / "manifest.json").exists() or (run_dir / "checkpoints").exists()
+    if taken and not resume:
+        raise InputError("holds a previous run; pass --resume to continue it, or choose another output_dir",
+                         where=str(run_dir))
+
+
+def _audit_gate(ds: PreferenceDataset, allow_audit_fail: str | None) -> dict:
+    """The text-level audit on the training data; a `fail` verdict stops here unless overridden."""
+    try:
+        from prefgate.audit import run_audit
+    except ImportError:  # the audit stage is not installed in this build
+        return {"verdict": None, "override_reason": None}
+    verdict = run_audit(ds)["verdict"] if ds.paired else None
+    if verdict == "fail" and not allow_audit_fail:
+        raise TrainingAborted(f"the audit of {ds.source} says fail; run `prefgate audit {ds.source}` to see why, "
+                              "or pass --allow-audit-fail REASON to train anyway")
+    return {"verdict": verdict, "override_reason": allow_audit_fail if verdict == "fail" else None}
+
+
+def _load_data(config: TrainConfig, tokenizer, loss_type: LossType):
+    train_ds = read_dataset(config.data.train, skip_invalid=config.data.skip_invalid)
+    eval_ds = read_dataset(config.data.eval, skip_invalid=config.data.skip_invalid) if config.data.eval else None
+    kwargs = {"max_length": config.data.max_length, "max_prompt_length": config.data.max_prompt_length}
+    train_data = tokenize_dataset(train_ds, tokenizer, loss_type, **kwargs)
+    eval_data = tokenize_dataset(eval_ds, tokenizer, loss_type, **kwargs) if eval_ds else None
+    return train_ds, eval_ds, train_data, eval_data
+
+
+def _optimizer_and_scheduler(model, config: TrainConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    o = config.optim
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    name = "constant_with_warmup" if o.schedule == "constant" else o.schedule
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=o.warmup_steps, num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def _peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _memory_probe(model, reference, data: TokenizedData, config: TrainConfig, device, pad_id: int) -> dict:
+    """Forward and backward on the largest possible micro-batch, so an OOM happens now, not in epoch 2."""
+    largest = sorted(range(len(data)), key=data.n_tokens, reverse=True)[: config.batch_size]
+    batch = collate(data, largest, pad_id=pad_id).to(device)
+    rng = ckpt.rng_state()  # the probe must not change what the run does next
+    try:
+        policy = forward_logps(model, batch)
+        out = compute_batch_loss(config.loss.type, config.loss.hyperparameters, policy, reference.logps(batch), batch)
+        out.losses.sum().backward()
+    except torch.OutOfMemoryError:
+        raise TrainingAborted(f"step 0 memory probe: out of memory on the largest micro-batch ({batch.n_tokens} "
+                              "tokens); lower batch_size or data.max_length, or set model.gradient_checkpointing"
+                              ) from None
+    finally:
+        model.zero_grad(set_to_none=True)
+        ckpt.set_rng_state(rng)
+    return {"probe_tokens": batch.n_tokens, "peak_memory_mb": round(_peak_memory_mb(device), 1),
+            "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss"}
+
+
+# -- evaluation on held-out pairs ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model, reference, data: TokenizedData, config: TrainConfig, device, pad_id: int) -> dict[str, float]:
+    from prefgate.train.reference import eval_mode
+
+    sums: Sums = {}
+    with eval_mode(model):
+        for start in range(0, len(data), config.eval.batch_size):
+            batch = collate(data, list(range(start, min(start + config.eval.batch_size, len(data)))),
+                            pad_id=pad_id).to(device)
+            policy = forward_logps(model, batch)
+            ref = reference.logps(batch)
+            out = compute_batch_loss(config.loss.type, config.loss.hyperparameters, policy, ref, batch)
+            merge_sums(sums, batch_metrics(config.loss.type, out, policy, ref, batch))
+    return {f"eval/{k}": v for k, v in means(sums).items()}
+
+
+# -- the loop -----------------------------------------------------------------------------------------------
+
+
+def _train_step(model, reference, data, schedule, step, accelerator, config, pad_id) -> Sums:
+    """Forward and backward over this process's micro-batches of `step`; returns local metric sums."""
+    sums: Sums = {}
+    micro = schedule.micro_batches(step, accelerator.process_index)
+    per_process = schedule.batch_size * schedule.grad_accumulation
+    for a, indices in enumerate(micro):
+        batch = collate(data, indices, pad_id=pad_id).to(accelerator.device)
+        sync = accelerator.no_sync(model) if a < len(micro) - 1 else _nullcontext()
+        with sync, accelerator.autocast():
+            policy = forward_logps(model, batch)
+            ref = reference.logps(batch)
+            out = compute_batch_loss(config.loss.type, config.loss.hyperparameters, policy, ref, batch)
+        loss = out.losses.sum() / per_process
+        check_finite(step, loss=float(loss.detach()))
+        accelerator.backward(loss)
+        merge_sums(sums, batch_metrics(config.loss.type, out, policy, ref, batch))
+        sums["_tokens"] = (sums.get("_tokens", (0, 0))[0] + batch.n_tokens, 1)
+    return sums
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _reduce(accelerator, sums: Sums) -> Sums:
+    """Sum (total, count) pairs over processes."""
+    if accelerator.num_processes == 1:
+        return sums
+    names = sorted(sums)
+    local = torch.tensor([[sums[n][0], sums[n][1]] for n in names], dtype=torch.float64, device=accelerator.device)
+    total = accelerator.reduce(local, reduction="sum")
+    return {n: (float(total[i, 0]), float(total[i, 1])) for i, n in enumerate(names)}
+
+
+@dataclass
+class _Run:
+    """Everything set up before step 1."""
+
+    config: TrainConfig
+    run_dir: Path
+    accelerator: object
+    log: _Logger
+    tokenizer: object
+    pad_id: int
+    train_ds: PreferenceDataset
+    eval_ds: PreferenceDataset | None
+    train_data: TokenizedData
+    eval_data: TokenizedData | None
+    audit: dict
+    schedule: Schedule
+    total_steps: int
+    model: object = None
+    unwrapped: object = None
+    reference: object = None
+    optimizer: object = None
+    scheduler: object = None
+    start_step: int = 0
+    loop_state: dict = field(default_factory=lambda: {"best_eval_accuracy": None, "evals_without_improvement": 0})
+    probe: dict = field(default_factory=dict)
+
+
+def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | None = None,
+          show_progress: bool = True) -> RunResult:
+    """Train per `config`; writes the run folder (manifest.json, metrics.jsonl, adapter/ or model/, checkpoints/)."""
+    run = _set_up(config, resume, allow_audit_fail, show_progress)  # 1. set up
+    status, reason, step, metrics = _train_loop(run)  # 2. train
+    run.accelerator.wait_for_everyone()  # 3. save
+    if run.accelerator.is_main_process:
+        artifacts = _save_model(run.unwrapped, run.tokenizer, run.run_dir, config) if status == "completed" else {}
+        write_manifest(run.run_dir, config=config, status=status, reason=reason, steps=step, train_ds=run.train_ds,
+                       eval_ds=run.eval_ds, audit=run.audit, artifacts=artifacts, final_metrics=metrics,
+                       extra={"memory_probe": run.probe, "reference": run.reference.describe(),
+                              "processes": run.accelerator.num_processes})
+    run.accelerator.end_training()  # 4. clean up
+    return RunResult(run.run_dir, status, step, metrics, reason)
+
+
+def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, show_progress: bool) -> _Run:
+    import transformers
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    transformers.utils.logging.disable_progress_bar()  # our own progress bar is the one to watch
+    run_dir = Path(config.output_dir)
+    _check_output_dir(run_dir, resume)
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
+    accelerator = Accelerator(mixed_precision=mixed, log_with=config.trackers or None, project_dir=str(run_dir))
+    set_seed(config.seed)
+    log = _Logger(run_dir, accelerator, show_progress)
+
+    tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
+                               trust_remote_code=config.model.trust_remote_code)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    train_ds, eval_ds, train_data, eval_data = _load_data(config, tokenizer, config.loss.type)
+    log.note(f"train: {len(train_ds)} records, fingerprint {train_ds.fingerprint[:16]}; {train_data.truncated} cut "
+             f"by max_length {config.data.max_length} ({train_data.asymmetric} on one side only)")
+    audit = _audit_gate(train_ds, allow_audit_fail)
+    schedule = Schedule(len(train_data), config.batch_size, config.grad_accumulation, accelerator.num_processes,
+                        config.seed)
+    if schedule.steps_per_epoch == 0:
+        raise InputError(f"{len(train_data)} training examples are fewer than one global batch "
+                         f"({schedule.global_batch}); lower batch_size or grad_accumulation", field="batch_size")
+    total_steps = config.max_steps or config.epochs * schedule.steps_per_epoch
+    run = _Run(config, run_dir, accelerator, log, tokenizer, pad_id, train_ds, eval_ds, train_data, eval_data,
+               audit, schedule, total_steps)
+
+    model = load_policy(config).to(accelerator.device)
+    run.reference = build_reference(config, model, train_data, eval_data, tokenizer, train_ds, eval_ds,
+                                    device=accelerator.device, pad_id=pad_id)
+    optimizer, run.scheduler = _optimizer_and_scheduler(model, config, total_steps)
+    run.model, run.optimizer = accelerator.prepare(model, optimizer)
+    run.unwrapped = accelerator.unwrap_model(run.model)
+    _resume_or_probe(run, resume)
+    if accelerator.is_main_process and config.trackers:
+        accelerator.init_trackers("prefgate", config=json.loads(config.model_dump_json()))
+    return run
+
+
+def _resume_or_probe(run: _Run, resume: bool) -> None:
+    latest = ckpt.latest_checkpoint(run.run_dir) if resume else None
+    if latest is not None:
+        run.loop_state = ckpt.load_checkpoint(latest, model=run.unwrapped, optimizer=run.optimizer,
+                                              scheduler=run.scheduler, rank=run.accelerator.process_index)
+        run.start_step = run.loop_state["step"]
+        run.log.truncate_metrics(run.start_step)
+        run.log.note(f"resumed from {latest} (step {run.start_step})")
+    elif run.config.memory_probe:
+        run.probe = _memory_probe(run.model, run.reference, run.train_data, run.config, run.accelerator.device,
+                                  run.pad_id)
+        run.log.note(f"memory probe: largest micro-batch {run.probe['probe_tokens']} tokens, peak "
+                     f"{run.probe['peak_memory_mb']} MB ({run.probe['memory_kind']})")
+
+
+def _train_loop(run: _Run) -> tuple[str, str | None, int, dict]:
+    config, log = run.config, run.log
+    monitor = CollapseMonitor(config.monitor.collapse_threshold, config.monitor.collapse_window)
+    status, reason, metrics, step = "completed", None, {}, run.start_step
+    try:
+        log.start(run.total_steps, run.start_step)
+        for step in range(run.start_step + 1, run.total_steps + 1):
+            metrics = _optimizer_step(run, step)
+            warning = monitor.update(step, metrics.get("logps/chosen_shift"))
+            if warning:
+                log.warn(warning)
+                if config.monitor.on_collapse == "stop":
+                    raise TrainingAborted(warning)
+            stop = _maybe_evaluate(step, run, metrics)
+            if step % config.log_every == 0 or step == run.total_steps or stop:
+                log.metrics(step, metrics)
+            log.advance(step, metrics)
+            _maybe_checkpoint(step, run)
+            if stop:
+                log.note(f"early stopping at step {step}: no better eval accuracy for "
+                         f"{config.eval.early_stopping_patience} evaluations")
+                break
+    except TrainingAborted as err:
+        status, reason = "aborted", str(err)
+        log.warn(reason)
+    finally:
+        log.stop()
+    return status, reason, step, metrics
+
+
+def _optimizer_step(run: _Run, step: int) -> dict:
+    """One optimizer step over the global batch; returns its metrics (mean over the global batch)."""
+    t0 = time.perf_counter()
+    sums = _reduce(run.accelerator, _train_step(run.model, run.reference, run.train_data, run.schedule, step,
+                                                run.accelerator, run.config, run.pad_id))
+    grad_norm = _clip(run.accelerator, run.model, run.config.optim.max_grad_norm)
+    check_finite(step, grad_norm=grad_norm)  # before the optimizer touches the weights
+    lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - t0
+    return {**means({k: v for k, v in sums.items() if not k.startswith("_")}), "grad_norm": grad_norm,
+            "lr": lr, "pairs_per_s": run.schedule.global_batch / seconds,
+            "tokens_per_s": sums["_tokens"][0] / seconds, "epoch": (step - 1) // run.schedule.steps_per_epoch}
+
+
+def _clip(accelerator, model, max_norm: float | None) -> float:
+    if max_norm is None:
+        params = [p for p in model.parameters() if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+    return float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+
+
+def _maybe_evaluate(step: int, run: _Run, metrics: dict) -> bool:
+    """Evaluate every `eval.every` steps and at the end; True when early stopping says stop."""
+    every, config = run.config.eval.every, run.config
+    if run.eval_data is None or not (every and (step % every == 0 or step == run.total_steps)):
+        return False
+    result = evaluate(run.model, run.reference.eval, run.eval_data, config, run.accelerator.device, run.pad_id)
+    metrics.update(result)
+    accuracy = result.get("eval/rewards/accuracies")
+    patience, state = config.eval.early_stopping_patience, run.loop_state
+    if accuracy is None or patience is None:
+        return False
+    if state.get("best_eval_accuracy") is None or accuracy > state["best_eval_accuracy"]:
+        state.update(best_eval_accuracy=accuracy, evals_without_improvement=0)
+        return False
+    state["evals_without_improvement"] = state.get("evals_without_improvement", 0) + 1
+    return state["evals_without_improvement"] >= patience
+
+
+def _maybe_checkpoint(step: int, run: _Run) -> None:
+    every = run.config.checkpoint_every
+    if not every or (step % every and step != run.total_steps):
+        return
+    run.loop_state["step"] = step
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ckpt.save_checkpoint(run.run_dir, step, model=run.unwrapped, optimizer=run.optimizer, scheduler=run.scheduler,
+                             loop_state=run.loop_state, keep=run.config.checkpoint_keep)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        ckpt.save_rng(run.run_dir / "checkpoints" / f"{ckpt.PREFIX}{step:07d}", accelerator.process_index)
+
+
+def _save_model(unwrapped, tokenizer, run_dir: Path, config: TrainConfig) -> dict[str, str]:
+    """Adapter (PEFT format) or full model (transformers format), with the tokenizer; returns sha256s."""
+    from prefgate.train.manifest import hash_tree
+
+    out = run_dir / ("adapter" if config.lora else "model")
+    unwrapped.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return hash_tree(run_dir, out)
+
+
+class _Logger:
+    """metrics.jsonl, trackers, and a rich progress bar with pairs/s, on the main process only."""
+
+    def __init__(self, run_dir: Path, accelerator, show_progress: bool):
+        from prefgate.commands.common import note
+
+        self.path = run_dir / "metrics.jsonl"
+        self.accelerator = accelerator
+        self.main = accelerator.is_main_process
+        self.show = show_progress and self.main
+        self._note = note
+        self.progress = None
+        if self.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+
+    def note(self, message: str) -> None:
+        if self.main:
+            self._note(message)
+
+    def warn(self, message: str) -> None:
+        if self.main:
+            self._note(f"warning: {message}")
+
+    def truncate_metrics(self, step: int) -> None:
+        if not self.main or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def metrics(self, step: int, metrics: dict) -> None:
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+        if self.main:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": step, **clean}) + "\n")
+        self.accelerator.log(clean, step=step)
+
+    def start(self, total: int, done: int) -> None:
+        if not self.show:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from prefgate.commands.common import err_console
+
+        self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err_console)
+        self.task = self.progress.add_task("train", total=total, completed=done, rate="")
+        self.progress.start()
+        self._t0, self._done0 = time.perf_counter(), done
+
+    def advance(self, step: int, metrics: dict) -> None:
+        if self.progress is not None:
+            rate = f"{metrics['pairs_per_s']:.1f} pairs/s  loss {metrics['loss']:.4f}"
+            self.progress.update(self.task, completed=step, rate=rate)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

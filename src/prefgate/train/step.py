@@ -1,0 +1,81 @@
+"""One micro-batch: policy log-probs, the loss, and the metrics it contributes.
+
+Metric names follow TRL's vocabulary (`rewards/chosen`, `logps/chosen`, ...) plus ours:
+`logps/chosen_shift` = (policy - reference) log-prob of the chosen completion **per token**, averaged over
+examples (negative: training is lowering the likelihood of the preferred answer, the failure DPOP fixes);
+`kl/estimate` = mean per-token (policy - reference) log-ratio over all completion rows of the batch, a cheap
+proxy for KL(policy || reference) on the training distribution (not on the policy's own samples).
+Metrics are returned as (sum, count) pairs so micro-batches and processes can be summed exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from prefgate.losses import LossOutput, LossType, compute_loss, kto_kl_estimate
+from prefgate.train.batches import Batch
+from prefgate.train.logps import sequence_logps
+
+Sums = dict[str, tuple[float, float]]  # metric -> (sum, count)
+
+
+def forward_logps(model, batch: Batch) -> torch.Tensor:
+    """Summed completion log-prob of every row, float32 (R,); differentiable."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    logps, _ = sequence_logps(logits, batch.input_ids, batch.loss_mask)
+    return logps
+
+
+def compute_batch_loss(loss_type: LossType, hyperparameters: dict[str, Any], policy: torch.Tensor,
+                       reference: torch.Tensor | None, batch: Batch, *,
+                       kl_estimate: torch.Tensor | None = None) -> LossOutput:
+    """The loss of one micro-batch from its rows' log-probs (see batches.py for the row layout)."""
+    b = batch.size
+    if loss_type is LossType.KTO:
+        if kl_estimate is None:
+            kl_estimate = kto_kl_estimate(policy[b:], reference[b:])
+        return compute_loss(loss_type, policy[:b], reference[:b], batch.labels, kl_estimate=kl_estimate,
+                            **hyperparameters)
+    if loss_type is LossType.SFT:
+        return compute_loss(loss_type, policy[:b], chosen_lengths=batch.lengths[:b])
+    ref_chosen, ref_rejected = (None, None) if reference is None else (reference[:b], reference[b:])
+    return compute_loss(loss_type, policy[:b], policy[b:], ref_chosen, ref_rejected,
+                        chosen_lengths=batch.lengths[:b], rejected_lengths=batch.lengths[b:], **hyperparameters)
+
+
+def _add(sums: Sums, name: str, values: torch.Tensor) -> None:
+    values = values.detach().float()
+    total, count = sums.get(name, (0.0, 0.0))
+    sums[name] = (total + float(values.sum()), count + values.numel())
+
+
+def batch_metrics(loss_type: LossType, out: LossOutput, policy: torch.Tensor, reference: torch.Tensor | None,
+                  batch: Batch) -> Sums:
+    b = batch.size
+    sums: Sums = {}
+    _add(sums, "loss", out.losses)
+    _add(sums, "rewards/chosen", out.chosen_rewards)
+    _add(sums, "rewards/rejected", out.rejected_rewards)
+    if loss_type.paired and loss_type is not LossType.SFT:
+        margins = out.chosen_rewards - out.rejected_rewards
+        _add(sums, "rewards/margins", margins)
+        _add(sums, "rewards/accuracies", (margins > 0).float())
+        _add(sums, "logps/rejected", policy[b:2 * b])
+    _add(sums, "logps/chosen", policy[:b])
+    if reference is not None:
+        lengths = batch.lengths.clamp(min=1)
+        _add(sums, "logps/chosen_shift", (policy[:b] - reference[:b]) / lengths[:b])
+        _add(sums, "kl/estimate", (policy - reference) / lengths)
+    return sums
+
+
+def merge_sums(into: Sums, sums: Sums) -> None:
+    for name, (total, count) in sums.items():
+        t, c = into.get(name, (0.0, 0.0))
+        into[name] = (t + total, c + count)
+
+
+def means(sums: Sums) -> dict[str, float]:
+    return {name: total / count for name, (total, count) in sums.items() if count}

@@ -11,6 +11,8 @@ import typer
 from prefgate import __version__
 from prefgate.commands import data as data_commands
 from prefgate.commands import demo as demo_commands
+from prefgate.commands import eval as eval_commands
+from prefgate.commands import gate as gate_commands
 from prefgate.commands import train as train_commands
 
 app = typer.Typer(
@@ -22,6 +24,8 @@ app = typer.Typer(
 )
 app.add_typer(data_commands.app, name="data")
 app.command("train")(train_commands.train)
+app.add_typer(eval_commands.app, name="eval")
+app.command("gate")(gate_commands.gate)
 app.command("merge")(train_commands.merge)
 app.command("demo")(demo_commands.demo)
 

@@ -1,0 +1,159 @@
+"""The `judge` scorer: an LLM grades each output A-F against a rubric.
+
+Two back ends, one interface (`judge(output, item) -> Score`):
+- `HttpJudge`: any OpenAI-compatible `POST {base_url}/chat/completions` (vLLM, llama.cpp server, OpenAI,
+  ...), through `urllib.request`. The API key is read from the environment variable named by
+  `api_key_env` at call time; it is sent as a bearer token and never logged or written anywhere.
+- `LocalJudge`: a local Hugging Face model, generating greedily.
+
+The prompt (`judge_messages`) shows the question, the reference answer when the item has one, the
+rubric (the item's `rubric`, else `DEFAULT_RUBRIC`) and the answer to grade, and asks for a last line
+`Grade: X`. `parse_grade` reads the last such line (or a reply that is a lone letter); `+`/`-` are
+dropped and E counts as F. The item's score is `GRADE_SCORES[grade]` (A 1.0, B 0.85, C 0.75, D 0.65,
+F 0.0: each letter inside its own default band). A reply with no grade is retried once, then stops the
+eval with an error: a silently mis-scored item would corrupt the very numbers the gate relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from typing import Any
+
+from prefgate.errors import InputError
+from prefgate.eval.grades import GRADE_SCORES
+from prefgate.eval.scorers import Score
+from prefgate.eval.suite import SuiteItem
+
+DEFAULT_RUBRIC = (
+    "A: correct, complete and helpful. B: correct with minor omissions or unclear wording. "
+    "C: partly correct, or correct but with a notable flaw. D: mostly wrong but with some relevant content. "
+    "F: wrong, harmful, empty or off-topic."
+)
+
+SYSTEM_PROMPT = "You are a strict, fair grader of answers written by an AI assistant."
+
+_GRADE_LINE = re.compile(r"grade\s*[:=\-]?\s*[*_`\"']*\s*([A-F])\s*[+-]?(?![A-Za-z])", re.IGNORECASE)
+_LONE_LETTER = re.compile(r"^[*_`\"'\s]*([A-F])[+-]?[*_`\"'.\s]*$", re.IGNORECASE)
+
+
+def _prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+def judge_messages(output: str, item: SuiteItem) -> list[dict[str, str]]:
+    """The chat messages sent to the judge for one item."""
+    parts = [f"Question:\n{_prompt_text(item.prompt)}"]
+    if item.answer is not None:
+        answers = item.answer if isinstance(item.answer, list) else [item.answer]
+        parts.append("Reference answer:\n" + "\n".join(str(a) for a in answers))
+    parts.append(f"Rubric:\n{item.extra.get('rubric') or DEFAULT_RUBRIC}")
+    parts.append(f"Answer to grade:\n{output}")
+    parts.append("Give at most two sentences of reasoning, then a last line exactly of the form "
+                 "'Grade: X' where X is one of A, B, C, D, F.")
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def parse_grade(reply: str) -> str | None:
+    """The letter grade in a judge's reply, or None.
+
+    >>> parse_grade("Mostly right.\\nGrade: B+"), parse_grade("**C**"), parse_grade("no idea")
+    ('B', 'C', None)
+    """
+    found = _GRADE_LINE.findall(reply)
+    letter = found[-1] if found else None
+    if letter is None:
+        lone = _LONE_LETTER.match(reply)
+        letter = lone.group(1) if lone else None
+    if letter is None:
+        return None
+    letter = letter.upper()
+    return "F" if letter == "E" else letter
+
+
+class _Judge:
+    retries = 1
+
+    def complete(self, messages: list[dict[str, str]]) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __call__(self, output: str, item: SuiteItem) -> Score:
+        messages = judge_messages(output, item)
+        reply = ""
+        for _ in range(1 + self.retries):
+            reply = self.complete(messages)
+            letter = parse_grade(reply)
+            if letter is not None:
+                return Score(GRADE_SCORES[letter], letter, {"judge_reply": reply[-500:]})
+        raise InputError(f"the judge's reply has no grade A-F after {1 + self.retries} tries: {reply[:200]!r}",
+                         where=item.where, field="scorer")
+
+
+class HttpJudge(_Judge):
+    """An OpenAI-compatible chat-completions endpoint; `base_url` ends before `/chat/completions`."""
+
+    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, timeout: float = 60.0,
+                 max_tokens: int = 256):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.max_tokens = max_tokens
+
+    def describe(self) -> dict[str, Any]:
+        """What the report records about the judge (never the key)."""
+        return {"kind": "http", "url": self.url, "model": self.model, "api_key_env": self.api_key_env}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise InputError(f"the environment variable {self.api_key_env} (the judge's API key) is not set",
+                                 field="judge")
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
+                           "max_tokens": self.max_tokens}).encode("utf-8")
+        request = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (user's URL)
+                payload = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as err:
+            raise InputError(f"the judge answered HTTP {err.code} {err.reason}", where=self.url) from None
+        except (urllib.error.URLError, TimeoutError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise InputError(f"cannot reach the judge: {reason}", where=self.url) from None
+        except json.JSONDecodeError:
+            raise InputError("the judge's answer is not JSON", where=self.url) from None
+        try:
+            return str(payload["choices"][0]["message"]["content"] or "")
+        except (KeyError, IndexError, TypeError):
+            raise InputError("the judge's answer has no choices[0].message.content", where=self.url) from None
+
+
+class LocalJudge(_Judge):
+    """A local Hugging Face causal LM (a path, or a run directory) as the judge."""
+
+    def __init__(self, path: str, *, max_new_tokens: int = 64):
+        from prefgate.eval.models import load_model
+
+        self.path = path
+        self.loaded = load_model(path)
+        self.max_new_tokens = max_new_tokens
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local", "model": self.path}
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        from prefgate.eval.generate import GenerationConfig, generate
+
+        config = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=1)
+        return generate(self.loaded.model, self.loaded.tokenizer, [messages], config, progress=False)[0]

@@ -1,0 +1,144 @@
+"""`prefgate eval`: run a model on a suite, score every item, aggregate per category, write the report.
+
+Read top to bottom: load and validate the suite (and the judge) before any model; load the model;
+generate for every item that needs an output; score; compute the choice items' log-likelihoods; with a
+reference, preference accuracy and KL; assemble the eval report (contract in ../shared/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from prefgate import __version__
+from prefgate.eval.generate import Generation, GenerationConfig, ProgressBar, generate_ids, prompt_ids
+from prefgate.eval.grades import DEFAULT_BANDS, GradeBands, aggregate
+from prefgate.eval.models import LoadedModel, load_model
+from prefgate.eval.scorers import Score, score_choice, score_output
+from prefgate.eval.suite import Suite, SuiteItem, load_suite
+from prefgate.train.logps import completion_logps
+
+EVAL_VERSION = 1
+
+
+@dataclass
+class EvalOptions:
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    bands: GradeBands = DEFAULT_BANDS
+    seed: int = 0  # seed of the bootstrap confidence intervals
+    beta: float = 0.1  # beta of the implicit reward (preference accuracy)
+    dtype: str = "auto"
+    device: str | None = None
+    progress: bool = True
+
+
+def _stops(item: SuiteItem) -> list[str]:
+    stop = item.extra.get("stop") or []
+    return [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
+
+
+def _item_row(item: SuiteItem, score: Score, output: str | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": item.id, "category": item.category, "score": score.score}
+    if score.grade is not None:
+        row["grade"] = score.grade
+    if output is not None:
+        row["output"] = output
+    if score.details:
+        row["details"] = score.details
+    return row
+
+
+def choice_logliks(loaded: LoadedModel, items: list[SuiteItem], options: EvalOptions) -> list[list[float]]:
+    """Summed log-likelihood of each choice of each item given its prompt (lm-eval's " choice" continuation
+    for plain prompts; the bare choice after a chat template's assistant header)."""
+    tok = loaded.tokenizer
+    prompts, continuations, owners = [], [], []
+    for k, item in enumerate(items):
+        ids = prompt_ids(tok, item.prompt, options.generation.system_prompt)
+        for choice in item.choices or []:
+            text = f" {choice}" if isinstance(item.prompt, str) else choice
+            prompts.append(ids)
+            continuations.append(tok(text, add_special_tokens=False)["input_ids"])
+            owners.append(k)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    logps, _ = completion_logps(loaded.model, prompts, continuations, pad_id=pad_id,
+                                batch_size=options.generation.batch_size)
+    out: list[list[float]] = [[] for _ in items]
+    for k, value in zip(owners, logps.tolist(), strict=True):
+        out[k].append(value)
+    return out
+
+
+def score_suite(loaded: LoadedModel, suite: Suite, options: EvalOptions, *, judge=None) -> tuple[
+        list[dict[str, Any]], list[Generation]]:
+    """(item rows in suite order, the generations) for every item of the suite."""
+    generating = [it for it in suite.items if it.generates]
+    choosing = [it for it in suite.items if not it.generates]
+    generations = generate_ids(loaded.model, loaded.tokenizer, [it.prompt for it in generating], options.generation,
+                               stops=[_stops(it) for it in generating], progress=options.progress) \
+        if generating else []
+    rows: dict[str, dict[str, Any]] = {}
+    with ProgressBar(options.progress and any(it.scorer == "judge" for it in generating), len(generating),
+                     "scoring") as advance:
+        for item, gen in zip(generating, generations, strict=True):
+            rows[item.id] = _item_row(item, score_output(gen.text, item, judge=judge), gen.text)
+            advance(1)
+    if choosing:
+        for item, logliks in zip(choosing, choice_logliks(loaded, choosing, options), strict=True):
+            rows[item.id] = _item_row(item, score_choice(logliks, item), None)
+    return [rows[it.id] for it in suite.items], generations
+
+
+def build_report(model_info: dict[str, Any], suite: Suite, items: list[dict[str, Any]], options: EvalOptions, *,
+                 judge_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The eval report (everything but the reference blocks)."""
+    overall, categories = aggregate(items, options.bands, seed=options.seed)
+    return {
+        "kind": "eval", "version": EVAL_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "prefgate_version": __version__,
+        "model": {**model_info, "system_prompt": options.generation.system_prompt},
+        "suite": {"path": suite.path, "fingerprint": suite.fingerprint, "n_items": len(suite)},
+        "generation": options.generation.describe(), "judge": judge_info,
+        "bands": options.bands.model_dump(), "seed": options.seed,
+        "overall": overall, "categories": categories, "items": items,
+    }
+
+
+def run_eval(model: str, suite_path: str, *, options: EvalOptions | None = None, judge=None,
+             reference: str | None = None, pairs: str | None = None) -> dict[str, Any]:
+    """Evaluate `model` on the suite at `suite_path`; returns the eval report."""
+    from prefgate.errors import InputError
+
+    options = options or EvalOptions()
+    suite = load_suite(suite_path)
+    if judge is None and any(it.scorer == "judge" for it in suite.items):
+        raise InputError("the suite has judge items but no judge is configured (--judge-url and --judge-model, "
+                         "or --judge-local)", where=suite_path)
+    if pairs and not reference:
+        raise InputError("preference accuracy needs a reference model (--reference)", field="pairs")
+    loaded = load_model(model, dtype=options.dtype, device=options.device)
+    items, generations = score_suite(loaded, suite, options, judge=judge)
+    report = build_report(loaded.info, suite, items, options,
+                          judge_info=judge.describe() if hasattr(judge, "describe") else None)
+    if reference:
+        report.update(reference_blocks(loaded, reference, generations, options, pairs))
+    return report
+
+
+def reference_blocks(loaded: LoadedModel, reference: str, generations: list[Generation], options: EvalOptions,
+                     pairs: str | None) -> dict[str, Any]:
+    """The "reference", "kl" and (with `pairs`) "preference" blocks."""
+    from prefgate.eval.reference import mean_kl, preference_accuracy
+
+    ref = load_model(reference, dtype=options.dtype, device=options.device)
+    tok = loaded.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    batch = options.generation.batch_size
+    out: dict[str, Any] = {"reference": ref.info}
+    out["kl"] = mean_kl(loaded.model, ref.model, [g.prompt_ids for g in generations],
+                        [g.completion_ids for g in generations], pad_id=pad_id, batch_size=batch)
+    if pairs:
+        out["preference"] = preference_accuracy(loaded.model, ref.model, tok, pairs, beta=options.beta,
+                                                batch_size=batch)
+    return out

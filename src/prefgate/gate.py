@@ -1,0 +1,263 @@
+"""The regression gate: two eval reports and a policy in, a promote-or-block decision out.
+
+`decide(baseline, candidate, policy)` is a pure function over the two eval JSONs (see docs/gate.md).
+It re-grades both reports from their per-item scores with the policy's bands, pairs the items by id and
+runs one paired test per category and one over all items (`prefgate.stats.paired_test`: exact McNemar
+for 0/1 scores, paired bootstrap otherwise; two-sided p-values, a rule fires only on a drop).
+
+Rules, in the order the reasons are written:
+1. overall: block when the overall mean drops with p < alpha.
+2. grade drop: block when a category's grade falls by more than `max_grade_drop` grades AND the drop is
+   significant (Holm-adjusted p < alpha over the decided categories). A drop of that size that is not
+   significant is a warning: on a few dozen items, noise alone can move a score near a band edge by two
+   grades, and the gate must not block on noise.
+3. protected: block when a protected category drops with Holm-adjusted p < alpha, whatever its grade.
+4. small categories: a category with fewer than `min_items` items never blocks; what rules 2 and 3
+   would have said becomes a warning. Such categories are left out of the Holm family.
+Reports on different suites (fingerprints) or whose items do not match are refused with `InputError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from prefgate import __version__
+from prefgate.errors import InputError
+from prefgate.eval.grades import GradeBands, grade, grade_rank
+from prefgate.stats import PairedTest, holm, paired_test
+
+GATE_VERSION = 1
+
+
+class GatePolicy(BaseModel):
+    """Every gate default, in one place. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bands: GradeBands = Field(default_factory=GradeBands)
+    max_grade_drop: int = Field(1, ge=0, le=4)  # the seed's rule: more than one grade down blocks
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)  # significance level of every paired test
+    protected: list[str] = Field(default_factory=list)  # categories where any significant drop blocks
+    min_items: int = Field(20, ge=1)  # smaller categories warn instead of deciding
+    bootstrap_samples: int = Field(10_000, ge=100)  # resamples of the paired bootstrap
+    seed: int = 0  # seed of the paired bootstrap
+
+    @field_validator("protected")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a category twice")
+        return value
+
+
+def load_policy(path: str | Path | None) -> GatePolicy:
+    """The policy from a YAML file (missing keys take the defaults); the defaults when `path` is None."""
+    if path is None:
+        return GatePolicy()
+    where = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("no such file", where=where) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}",
+                         where=f"{where}:{mark.line + 1}" if mark else where) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError("expected a mapping of policy keys", where=where)
+    try:
+        return GatePolicy.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise InputError(first["msg"], where=where, field=field) from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the two eval reports
+
+
+def _items_by_id(report: Any, name: str) -> dict[str, tuple[str, float]]:
+    """{item id: (category, score)} of an eval report; InputError naming `name` when malformed."""
+    if not isinstance(report, dict) or report.get("kind") != "eval":
+        raise InputError("is not an eval report (expected a JSON object with \"kind\": \"eval\")", where=name)
+    items = report.get("items")
+    if not isinstance(items, list) or not items:
+        raise InputError("has no per-item scores; the gate pairs items by id (for lm-eval results, import "
+                         "them with their samples files)", where=name, field="items")
+    out: dict[str, tuple[str, float]] = {}
+    for i, item in enumerate(items):
+        field = f"items[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("category"), str) or "id" not in item:
+            raise InputError("expected an object with id, category and score", where=name, field=field)
+        score = item.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
+            raise InputError(f"expected a score in [0, 1], got {score!r}", where=name, field=f"{field}.score")
+        key = str(item["id"])
+        if key in out:
+            raise InputError(f"duplicate item id {key!r}", where=name, field=f"{field}.id")
+        out[key] = (item["category"], float(score))
+    return out
+
+
+def _fingerprint(report: dict[str, Any], name: str) -> str:
+    suite = report.get("suite")
+    fp = suite.get("fingerprint") if isinstance(suite, dict) else None
+    if not isinstance(fp, str) or not fp:
+        raise InputError("has no suite fingerprint", where=name, field="suite.fingerprint")
+    return fp
+
+
+def _pair_items(baseline: dict[str, Any], candidate: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+    """{category: [(baseline score, candidate score), ...]}, refusing reports that cannot be compared."""
+    base_fp, cand_fp = _fingerprint(baseline, "baseline"), _fingerprint(candidate, "candidate")
+    if base_fp != cand_fp:
+        raise InputError(f"the reports are on different suites (fingerprints {base_fp[:16]} and {cand_fp[:16]}); "
+                         "a gate compares two evaluations of the same suite", where="candidate",
+                         field="suite.fingerprint")
+    base, cand = _items_by_id(baseline, "baseline"), _items_by_id(candidate, "candidate")
+    missing, extra = sorted(base.keys() - cand.keys()), sorted(cand.keys() - base.keys())
+    if missing or extra:
+        what = f"lacks {len(missing)} baseline items (first {missing[0]!r})" if missing else \
+            f"has {len(extra)} items the baseline lacks (first {extra[0]!r})"
+        raise InputError(f"items do not match: the candidate {what}", where="candidate", field="items")
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for key, (category, score) in base.items():
+        if cand[key][0] != category:
+            raise InputError(f"item {key!r} is in category {cand[key][0]!r} but in {category!r} in the baseline",
+                             where="candidate", field="items")
+        pairs.setdefault(category, []).append((score, cand[key][1]))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The decision
+
+
+def _compare(pairs: list[tuple[float, float]], policy: GatePolicy) -> tuple[dict[str, Any], PairedTest]:
+    base = [b for b, _ in pairs]
+    cand = [c for _, c in pairs]
+    test = paired_test(base, cand, n_resamples=policy.bootstrap_samples, seed=policy.seed)
+    b_mean, c_mean = sum(base) / len(base), sum(cand) / len(cand)
+    b_grade, c_grade = grade(b_mean, policy.bands), grade(c_mean, policy.bands)
+    row = {"n": len(pairs), "baseline": b_mean, "candidate": c_mean, "diff": c_mean - b_mean,
+           "baseline_grade": b_grade, "candidate_grade": c_grade,
+           "grade_drop": grade_rank(c_grade) - grade_rank(b_grade), "test": test.test, "p_value": test.p_value}
+    return row, test
+
+
+def _fmt(row: dict[str, Any], p_key: str = "p_value") -> str:
+    return (f"{row['baseline']:.3f} ({row['baseline_grade']}) -> {row['candidate']:.3f} "
+            f"({row['candidate_grade']}), n={row['n']}, p={row[p_key]:.3g}")
+
+
+def _judge_category(row: dict[str, Any], policy: GatePolicy) -> tuple[str, list[str], list[str]]:
+    """(status, reasons, warnings) of one category row that already holds its adjusted p-value."""
+    name, small = row["name"], row["n"] < policy.min_items
+    p = row["p_value"] if small else row["p_adjusted"]  # small categories are not in the Holm family
+    significant = row["candidate"] < row["baseline"] and p < policy.alpha
+    findings: list[str] = []
+    if row["grade_drop"] > policy.max_grade_drop:
+        findings.append(f"category {name!r} fell {row['grade_drop']} grades: {_fmt(row)}")
+    if row["protected"] and significant:
+        findings.append(f"protected category {name!r} dropped significantly: {_fmt(row)}")
+    if not findings:
+        return "pass", [], []
+    if small:
+        note = f" (only {row['n']} items, fewer than min_items={policy.min_items}: a warning, not a decision)"
+        return "warn", [], [f + note for f in findings]
+    if significant:
+        return "block", [f + f" (Holm-adjusted p={p:.3g} < alpha={policy.alpha})" for f in findings], []
+    return "warn", [], [f + f" (not significant: Holm-adjusted p={p:.3g} >= alpha={policy.alpha})"
+                        for f in findings]
+
+
+def _overall(pairs: dict[str, list[tuple[float, float]]], policy: GatePolicy) -> tuple[dict[str, Any], list[str]]:
+    row, _ = _compare([p for group in pairs.values() for p in group], policy)
+    blocked = row["candidate"] < row["baseline"] and row["p_value"] < policy.alpha
+    row["status"] = "block" if blocked else "pass"
+    reasons = [f"overall score dropped: {_fmt(row)} < alpha={policy.alpha}"] if blocked else []
+    return row, reasons
+
+
+def decide(baseline: dict[str, Any], candidate: dict[str, Any], policy: GatePolicy | None = None, *,
+           created: str | None = None) -> dict[str, Any]:
+    """The gate report comparing two eval reports (see the module docstring for the rules)."""
+    policy = policy or GatePolicy()
+    pairs = _pair_items(baseline, candidate)
+    overall, reasons = _overall(pairs, policy)
+    rows = []
+    for name in sorted(pairs):
+        row, _ = _compare(pairs[name], policy)
+        rows.append({"name": name, **row, "p_adjusted": None, "protected": name in policy.protected})
+    decided = [r for r in rows if r["n"] >= policy.min_items]
+    for row, p_adj in zip(decided, holm([r["p_value"] for r in decided]), strict=True):
+        row["p_adjusted"] = p_adj
+    warnings = [f"protected category {name!r} is not in the suite" for name in policy.protected
+                if name not in pairs]
+    warnings += [f"category {name!r} has no per-item scores, so it is not compared" for name in
+                 sorted(set(baseline.get("categories") or {}) | set(candidate.get("categories") or {}))
+                 if name not in pairs]
+    for row in rows:
+        row["status"], row_reasons, row_warnings = _judge_category(row, policy)
+        reasons += row_reasons
+        warnings += row_warnings
+    return {
+        "kind": "gate", "version": GATE_VERSION, "created": created or _now(), "prefgate_version": __version__,
+        "decision": "block" if reasons else "promote", "reasons": reasons, "warnings": warnings,
+        "policy": policy.model_dump(mode="json"),
+        "baseline": _identity(baseline), "candidate": _identity(candidate),
+        "overall": overall, "categories": rows,
+    }
+
+
+def _identity(report: dict[str, Any]) -> dict[str, Any]:
+    return {"path": None, "sha256": None, "model": report.get("model"),
+            "suite_fingerprint": report["suite"]["fingerprint"]}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files
+
+
+def read_report(path: str | Path) -> tuple[dict[str, Any], str]:
+    """(report, sha256 of the file bytes); InputError for a missing file or malformed JSON."""
+    where = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError("no such file", where=where) from None
+    try:
+        report = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        line = f":{err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise InputError(f"not a valid JSON file: {err}", where=where + line) from None
+    return report, hashlib.sha256(data).hexdigest()
+
+
+def gate_files(baseline_path: str | Path, candidate_path: str | Path, policy: GatePolicy | None = None) -> dict:
+    """`decide` over two eval report files, recording each file's path and sha256."""
+    baseline, base_sha = read_report(baseline_path)
+    candidate, cand_sha = read_report(candidate_path)
+    try:
+        result = decide(baseline, candidate, policy)
+    except InputError as err:  # name the file, not "baseline" / "candidate"
+        where = {"baseline": str(baseline_path), "candidate": str(candidate_path)}.get(err.where or "", err.where)
+        raise InputError(err.message, where=where, field=err.field) from None
+    result["baseline"].update(path=str(baseline_path), sha256=base_sha)
+    result["candidate"].update(path=str(candidate_path), sha256=cand_sha)
+    return result
+

@@ -1,0 +1,89 @@
+"""Sequence log-probabilities: the one computation that DPO training, preference accuracy and KL share.
+
+Two functions:
+
+- `sequence_logps(logits, labels, loss_mask)`: summed log-probabilities of the masked label tokens, in
+  float32 whatever the dtype of `logits`, with the causal shift (the logits at position t predict the
+  token at t + 1). A row with no masked token gives 0, never NaN.
+- `completion_logps(model, prompt_ids, completion_ids, ...)`: pads a list of (prompt, completion) token
+  id lists into batches, runs the model, and returns each example's summed completion log-probability.
+
+Shapes: B = batch, T = sequence length, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["completion_logps", "pad_examples", "sequence_logps"]
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                                torch.Tensor]:
+    """Summed log p(label) over the masked tokens of each row.
+
+    Args:
+        logits: (B, T, V), any float dtype; `logits[:, t]` is the model's prediction for token t + 1.
+        labels: (B, T) token ids, aligned with the model's input ids (position 0 is never scored).
+        loss_mask: (B, T) bool (or 0/1), aligned with `labels`: True where a label token is scored.
+            Labels at unmasked positions may hold anything (pad, -100).
+
+    Returns:
+        (summed_logps, n_tokens): float32 (B,) and int64 (B,). A fully masked row gives 0 and 0.
+    """
+    if logits.dim() != 3 or labels.shape != logits.shape[:2] or loss_mask.shape != labels.shape:
+        raise ValueError(f"expected logits (B, T, V) with labels and loss_mask (B, T), got logits "
+                         f"{tuple(logits.shape)}, labels {tuple(labels.shape)}, loss_mask {tuple(loss_mask.shape)}")
+    logits = logits[:, :-1, :].float()  # (B, T-1, V), float32 before log-softmax
+    targets = labels[:, 1:]  # (B, T-1)
+    mask = loss_mask[:, 1:].bool()  # (B, T-1)
+    safe_targets = torch.where(mask, targets, torch.zeros_like(targets))  # -100 or pad cannot be gathered
+    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
+    token_logps = torch.where(mask, token_logps, torch.zeros_like(token_logps))  # where, not *, so no 0 * -inf
+    return token_logps.sum(dim=-1), mask.sum(dim=-1)
+
+
+def pad_examples(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+                 pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, loss_mask), each (B, T), for prompt + completion rows.
+
+    `loss_mask` is True on the completion tokens only.
+    """
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"got {len(prompt_ids)} prompts and {len(completion_ids)} completions")
+    rows = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
+    width = max((len(r) for r in rows), default=0)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (p, row) in enumerate(zip(prompt_ids, rows, strict=True)):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+        loss_mask[i, len(p): len(row)] = True
+    return input_ids, attention_mask, loss_mask
+
+
+@torch.no_grad()
+def completion_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+                     pad_id: int = 0, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each example's summed completion log-probability under `model` (eval mode, no gradient).
+
+    Returns (summed_logps float32 (N,), n_tokens int64 (N,)) on the CPU, in the input's order.
+    An empty completion gives 0. Prompts must be non-empty (the first token is never scored).
+    """
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    device = next(model.parameters()).device
+    out_logps, out_counts = [], []
+    for start in range(0, len(prompt_ids), batch_size):
+        input_ids, attention_mask, loss_mask = pad_examples(
+            prompt_ids[start: start + batch_size], completion_ids[start: start + batch_size], pad_id=pad_id)
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        logps, counts = sequence_logps(logits, input_ids.to(device), loss_mask.to(device))
+        out_logps.append(logps.cpu())
+        out_counts.append(counts.cpu())
+    if not out_logps:
+        return torch.zeros(0, dtype=torch.float32), torch.zeros(0, dtype=torch.long)
+    return torch.cat(out_logps), torch.cat(out_counts)

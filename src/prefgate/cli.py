@@ -13,6 +13,7 @@ from prefgate.commands import data as data_commands
 from prefgate.commands import demo as demo_commands
 from prefgate.commands import eval as eval_commands
 from prefgate.commands import gate as gate_commands
+from prefgate.commands import registry as registry_commands
 from prefgate.commands import train as train_commands
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(data_commands.app, name="data")
 app.command("train")(train_commands.train)
 app.add_typer(eval_commands.app, name="eval")
 app.command("gate")(gate_commands.gate)
+app.add_typer(registry_commands.app, name="registry")
 app.command("merge")(train_commands.merge)
 app.command("demo")(demo_commands.demo)
 

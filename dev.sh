@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh clone: sets up .venv (CPU PyTorch pinned), then runs what you ask.
 #   bash dev.sh demo   -> set up, then run the offline demo (prefgate demo)
-#   bash dev.sh test   -> set up, then run ruff and the whole test suite (slow tests included)
+#   bash dev.sh test   -> set up, then run ruff and the whole test suite (slow tests included; with CI=true
+#                         as root it also apt-installs chromium and tmux for the e2e tests)
 #   bash dev.sh setup  -> set up only
 # Set PREFGATE_TORCH to install another torch build (default: torch==2.13.0, the CPU wheel on this machine).
 set -euo pipefail
@@ -28,6 +29,16 @@ setup() {
     fi
 }
 
+system_test_deps() {
+    # Browser and terminal for the end-to-end tests (they skip, with a reason, when these are absent).
+    # Installed only in CI (CI=true) as root with apt-get: never touch a developer's system unasked.
+    [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 0
+    command -v chromium >/dev/null && command -v tmux >/dev/null && return 0
+    echo "installing chromium, fonts-dejavu-core and tmux for the e2e tests ..." >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core tmux) \
+        >/tmp/prefgate-apt.log 2>&1 || echo "apt-get failed (see /tmp/prefgate-apt.log); e2e browser tests will skip" >&2
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -35,6 +46,7 @@ case "$cmd" in
     demo) setup; exec "$VENV/bin/prefgate" demo "$@" ;;
     test)
         setup
+        system_test_deps
         "$VENV/bin/ruff" check src tests benchmarks
         exec "$VENV/bin/python" -m pytest "$@" ;;
     *) echo "usage: bash dev.sh {demo|test|setup} [args...]" >&2; exit 2 ;;

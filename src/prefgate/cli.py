@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from prefgate import __version__
+from prefgate.commands import audit as audit_commands
 from prefgate.commands import data as data_commands
 from prefgate.commands import demo as demo_commands
 from prefgate.commands import eval as eval_commands
@@ -23,7 +24,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+data_commands.app.command("filter")(audit_commands.data_filter)
 app.add_typer(data_commands.app, name="data")
+app.command("audit")(audit_commands.audit)
 app.command("train")(train_commands.train)
 app.add_typer(eval_commands.app, name="eval")
 app.command("gate")(gate_commands.gate)

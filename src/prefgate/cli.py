@@ -14,6 +14,8 @@ from prefgate.commands import data as data_commands
 from prefgate.commands import demo as demo_commands
 from prefgate.commands import eval as eval_commands
 from prefgate.commands import gate as gate_commands
+from prefgate.commands import label as label_commands
+from prefgate.commands import pairs as pairs_commands
 from prefgate.commands import registry as registry_commands
 from prefgate.commands import train as train_commands
 
@@ -26,6 +28,8 @@ app = typer.Typer(
 )
 data_commands.app.command("filter")(audit_commands.data_filter)
 app.add_typer(data_commands.app, name="data")
+app.add_typer(pairs_commands.app, name="pairs")
+app.add_typer(label_commands.app, name="label")
 app.command("audit")(audit_commands.audit)
 app.command("train")(train_commands.train)
 app.add_typer(eval_commands.app, name="eval")

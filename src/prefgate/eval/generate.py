@@ -112,15 +112,22 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 @torch.no_grad()
-def _generate_batch(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+def generate_batch(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens: int, *,
+                   temperature: float | None = None, top_p: float | None = None,
+                   num_return_sequences: int = 1) -> list[list[int]]:
+    """New token ids for each prompt row: greedy, or sampled when `temperature` is given (then
+    `num_return_sequences` per row, row-major). Left-padded batch, KV cache, cut after the first EOS."""
     pad_id = _pad_id(tokenizer)
     eos_ids = _eos_ids(model, tokenizer)
     input_ids, attention_mask = _left_pad(rows, pad_id)
     device = next(model.parameters()).device
+    sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if temperature is not None:
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
     out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                         max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                         pad_token_id=pad_id, eos_token_id=sorted(eos_ids) or None,
-                         temperature=None, top_p=None, top_k=None)
+                         max_new_tokens=max_new_tokens, num_beams=1, use_cache=True, pad_token_id=pad_id,
+                         eos_token_id=sorted(eos_ids) or None, num_return_sequences=num_return_sequences,
+                         **sampling)
     new = out[:, input_ids.shape[1]:].tolist()
     return [_cut_at_eos(ids, eos_ids, pad_id) for ids in new]
 
@@ -134,7 +141,7 @@ def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[Text], config: Ge
     with ProgressBar(progress, len(encoded)) as advance:
         for start in range(0, len(order), config.batch_size):
             batch = order[start: start + config.batch_size]
-            outs = _generate_batch(model, tokenizer, [encoded[i] for i in batch], config.max_new_tokens)
+            outs = generate_batch(model, tokenizer, [encoded[i] for i in batch], config.max_new_tokens)
             for i, ids in zip(batch, outs, strict=True):
                 item_stops = [*config.stop, *(stops[i] if stops else ())]
                 text = trim_stop(tokenizer.decode(ids, skip_special_tokens=True), item_stops)

@@ -1,0 +1,159 @@
+"""The `editor` strategy: a separate model rewrites the gold answer so that it contains one factual error.
+
+Two back ends with one interface, a strategy `(item, rng) -> [(rejected, detail)]`:
+- `HttpEditor`: an OpenAI-compatible `POST {base_url}/chat/completions` through `urllib.request`. The API
+  key is read at call time from the environment variable *named* by `api_key_env` and sent as a bearer
+  token; it is never logged, printed or written anywhere (the detail records the URL and model only).
+- `LocalEditor`: a local Hugging Face model (a folder or a run directory), generating greedily, in batches:
+  `prepare(items)` generates for every item at once, and each call then reads its answer.
+
+The prompt is `template` with `{prompt}` and `{answer}` replaced (plain substitution, so other braces in
+the template or the texts are left alone), sent as one user message. Requests are deterministic:
+temperature 0, and the seed is sent for endpoints that honour it. An empty reply, or one that is the answer
+unchanged, is a skip ("the editor returned the answer unchanged"), never a pair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from prefgate.errors import InputError
+from prefgate.pairs.gold import GoldItem
+from prefgate.pairs.strategies import Rejection, Skip
+
+DEFAULT_TEMPLATE = (
+    "Rewrite the answer below so that it contains exactly one factual error: one wrong number, name, date or "
+    "claim that a careful reader could check. Keep everything else (wording, length, format) the same. "
+    "Reply with the rewritten answer only.\n\nQuestion:\n{prompt}\n\nAnswer:\n{answer}"
+)
+
+
+def check_template(template: str) -> str:
+    """The template, if it holds both `{prompt}` and `{answer}`; else InputError."""
+    missing = [name for name in ("{prompt}", "{answer}") if name not in template]
+    if missing:
+        raise InputError(f"the editor template must contain {' and '.join(missing)}", field="editor_template")
+    return template
+
+
+def fill_template(template: str, item: GoldItem) -> str:
+    return template.replace("{prompt}", item.prompt_text).replace("{answer}", item.answer)
+
+
+def _clean_reply(reply: str, item: GoldItem) -> str:
+    text = reply.strip()
+    if not text:
+        raise Skip("the editor returned an empty answer")
+    if " ".join(text.split()) == " ".join(item.answer.split()):
+        raise Skip("the editor returned the answer unchanged")
+    return text
+
+
+class HttpEditor:
+    """An OpenAI-compatible chat-completions endpoint; `base_url` ends before `/chat/completions`."""
+
+    retries = 1  # one more try on a server error or a network failure
+
+    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None,
+                 template: str = DEFAULT_TEMPLATE, timeout: float = 60.0, max_tokens: int = 512):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.template = check_template(template)
+        self.timeout = timeout
+        self.max_tokens = max_tokens
+
+    def describe(self) -> dict[str, Any]:
+        """What the records and the summary say about the editor (never the key)."""
+        return {"kind": "http", "url": self.url, "model": self.model}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise InputError(f"the environment variable {self.api_key_env} (the editor's API key) is not set",
+                                 field="editor_api_key_env")
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def complete(self, content: str, seed: int) -> str:
+        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": content}],
+                           "temperature": 0, "seed": seed, "max_tokens": self.max_tokens}).encode("utf-8")
+        for attempt in range(1 + self.retries):
+            request = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (user's URL)
+                    return _content(response.read(), self.url)
+            except urllib.error.HTTPError as err:
+                if err.code < 500 or attempt == self.retries:
+                    raise InputError(f"the editor answered HTTP {err.code} {err.reason}", where=self.url) from None
+            except (urllib.error.URLError, TimeoutError, OSError) as err:
+                if attempt == self.retries:
+                    reason = getattr(err, "reason", err)
+                    raise InputError(f"cannot reach the editor: {reason}", where=self.url) from None
+            time.sleep(0.5)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def __call__(self, item: GoldItem, rng: random.Random) -> list[Rejection]:
+        seed = rng.randrange(2**31)
+        text = _clean_reply(self.complete(fill_template(self.template, item), seed), item)
+        return [(text, {"editor": self.model, "url": self.url})]
+
+
+def _content(raw: bytes, url: str) -> str:
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+        return str(payload["choices"][0]["message"]["content"] or "")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError("the editor's answer is not JSON", where=url) from None
+    except (KeyError, IndexError, TypeError):
+        raise InputError("the editor's answer has no choices[0].message.content", where=url) from None
+
+
+class LocalEditor:
+    """A local Hugging Face causal LM as the editor (greedy, batched through `prefgate.eval.generate`)."""
+
+    def __init__(self, path: str, *, template: str = DEFAULT_TEMPLATE, max_new_tokens: int = 256,
+                 batch_size: int = 8, dtype: str = "auto", device: str | None = None):
+        from prefgate.eval.models import load_model
+
+        self.path = path
+        self.template = check_template(template)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.loaded = load_model(path, dtype=dtype, device=device)
+        self.replies: dict[str, str] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local", "model": self.path}
+
+    def _prompt(self, item: GoldItem):
+        content = fill_template(self.template, item)
+        if getattr(self.loaded.tokenizer, "chat_template", None):
+            return [{"role": "user", "content": content}]
+        return content
+
+    def prepare(self, items: Sequence[GoldItem], *, progress: bool = False) -> None:
+        """Generate the rewrites of every item not generated yet, in batches."""
+        from prefgate.eval.generate import GenerationConfig, generate
+
+        todo = [it for it in items if it.id not in self.replies]
+        if not todo:
+            return
+        config = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        texts = generate(self.loaded.model, self.loaded.tokenizer, [self._prompt(it) for it in todo], config,
+                         progress=progress)
+        self.replies.update({it.id: text for it, text in zip(todo, texts, strict=True)})
+
+    def __call__(self, item: GoldItem, rng: random.Random) -> list[Rejection]:
+        if item.id not in self.replies:
+            self.prepare([item])
+        return [(_clean_reply(self.replies[item.id], item), {"editor": self.path})]

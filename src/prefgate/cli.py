@@ -12,11 +12,13 @@ from prefgate import __version__
 from prefgate.commands import audit as audit_commands
 from prefgate.commands import data as data_commands
 from prefgate.commands import demo as demo_commands
+from prefgate.commands import diagnose as diagnose_commands
 from prefgate.commands import eval as eval_commands
 from prefgate.commands import gate as gate_commands
 from prefgate.commands import label as label_commands
 from prefgate.commands import pairs as pairs_commands
 from prefgate.commands import registry as registry_commands
+from prefgate.commands import sweep as sweep_commands
 from prefgate.commands import train as train_commands
 
 app = typer.Typer(
@@ -35,6 +37,8 @@ app.command("train")(train_commands.train)
 app.add_typer(eval_commands.app, name="eval")
 app.command("gate")(gate_commands.gate)
 app.add_typer(registry_commands.app, name="registry")
+app.command("diagnose")(diagnose_commands.diagnose)
+app.command("sweep")(sweep_commands.sweep)
 app.command("merge")(train_commands.merge)
 app.command("demo")(demo_commands.demo)
 

@@ -122,6 +122,9 @@ class TrainConfig(Strict):
     checkpoint_keep: int = Field(2, ge=1)
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     memory_probe: bool = True
+    diagnose_every: int | None = Field(None, ge=1, description="Log the chosen shift before/at/after the first "
+                                       "differing token on a fixed sample of training pairs every N steps.")
+    diagnose_pairs: int = Field(16, ge=1)
 
     @field_validator("output_dir")
     @classmethod
@@ -134,6 +137,18 @@ class TrainConfig(Strict):
     def _reference_fits_loss(self) -> TrainConfig:
         if self.loss.type.needs_reference and self.reference.strategy == "none":
             raise ValueError(f"loss '{self.loss.type.value}' needs a reference; set reference.strategy")
+        return self
+
+    @model_validator(mode="after")
+    def _diagnose_fits(self) -> TrainConfig:
+        if self.diagnose_every is None:
+            return self
+        if self.loss.type in (LossType.KTO, LossType.SFT):
+            raise ValueError(f"diagnose_every needs paired rows (chosen, rejected); loss '{self.loss.type.value}' "
+                             "trains on single completions")
+        if self.reference.strategy == "precomputed" and self.reference.model:
+            raise ValueError("diagnose_every with a precomputed reference from reference.model is not supported "
+                             "(the probe needs the live reference); use strategy 'model'")
         return self
 
 

@@ -192,3 +192,18 @@ def test_kto_and_sft_on_unpaired_data(tiny_dir, tmp_path):
     sft = train(make_config(tiny_dir, data, tmp_path / "sft", max_steps=2, batch_size=2, **{"loss.type": "sft"}),
                 show_progress=False)
     assert sft.status == "completed"
+
+
+def test_diagnose_every_logs_the_token_level_shift(tiny_dir, pairs_file, tmp_path):
+    result = train(make_config(tiny_dir, pairs_file, tmp_path / "diag", diagnose_every=2, diagnose_pairs=4),
+                   show_progress=False)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in rows if "logps/chosen_shift_after_diff" in r or "logps/chosen_shift_at_diff" in r]
+    assert logged == [2, 4, 5]
+
+
+def test_diagnose_every_is_refused_for_single_completion_losses(tiny_dir, pairs_file, tmp_path):
+    from prefgate.errors import InputError
+
+    with pytest.raises(InputError, match="diagnose_every needs paired rows"):
+        make_config(tiny_dir, pairs_file, tmp_path / "x", diagnose_every=2, **{"loss.type": "sft"})

@@ -223,6 +223,7 @@ class _Run:
     start_step: int = 0
     loop_state: dict = field(default_factory=lambda: {"best_eval_accuracy": None, "evals_without_improvement": 0})
     probe: dict = field(default_factory=dict)
+    shift_probe: object = None  # diagnose.ShiftProbe when `diagnose_every` is set
 
 
 def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | None = None,
@@ -273,6 +274,7 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     model = load_policy(config).to(accelerator.device)
     run.reference = build_reference(config, model, train_data, eval_data, tokenizer, train_ds, eval_ds,
                                     device=accelerator.device, pad_id=pad_id)
+    run.shift_probe = _shift_probe(config, run.reference, model, train_data, pad_id)  # while weights are initial
     optimizer, run.scheduler = _optimizer_and_scheduler(model, config, total_steps)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     run.unwrapped = accelerator.unwrap_model(run.model)
@@ -280,6 +282,18 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     if accelerator.is_main_process and config.trackers:
         accelerator.init_trackers("prefgate", config=json.loads(config.model_dump_json()))
     return run
+
+
+def _shift_probe(config: TrainConfig, reference, model, data: TokenizedData, pad_id: int):
+    """The token-level probe of `diagnose_every`: reference per-token log-probs of a fixed sample, taken now."""
+    if not config.diagnose_every:
+        return None
+    from prefgate.diagnose import ShiftProbe
+
+    ref = reference.train
+    source = ref if getattr(ref, "kind", None) in ("model", "adapter-disabled") else model  # else: initial policy
+    return ShiftProbe.from_data(source, data, n_pairs=config.diagnose_pairs, seed=config.seed, pad_id=pad_id,
+                                batch_size=config.eval.batch_size)
 
 
 def _resume_or_probe(run: _Run, resume: bool) -> None:
@@ -305,6 +319,8 @@ def _train_loop(run: _Run) -> tuple[str, str | None, int, dict]:
         log.start(run.total_steps, run.start_step)
         for step in range(run.start_step + 1, run.total_steps + 1):
             metrics = _optimizer_step(run, step)
+            if run.shift_probe is not None and (step % config.diagnose_every == 0 or step == run.total_steps):
+                metrics.update(run.shift_probe.measure(run.unwrapped))
             warning = monitor.update(step, metrics.get("logps/chosen_shift"))
             if warning:
                 log.warn(warning)

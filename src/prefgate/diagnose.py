@@ -1,0 +1,483 @@
+"""Token-level log-prob analysis: where, inside a pair, training moved the chosen answer's log-probabilities.
+
+DPOP (Pal et al. 2024, "Smaug", Sec. 3) shows the failure at token level: on a pair whose answers share a
+prefix, DPO can lower the log-probability of the chosen tokens *after* the first token where chosen and
+rejected differ, because those tokens are conditioned on a prefix that the loss pushes both ways. This
+module measures it:
+
+- `token_logps(model, prompt_ids, completion_ids)`: per-token log p(completion token | prefix), float32,
+  batched (the per-token form of `train.logps.sequence_logps`; their sums agree).
+- `first_difference(chosen_ids, rejected_ids)`: index, into the completion tokens, of the first token where
+  the two completions differ (the shorter length when one is a prefix of the other; None when identical).
+- `pair_diagnosis(...)`: for one pair, the mean per-token change (policy minus reference) of the chosen
+  tokens before, at and after that index (None where a segment is empty), and the same for the rejected.
+- `diagnose(policy, reference, dataset, tokenizer, max_length)`: the report JSON (see `diagnose()`):
+  per pair, the dataset means, and the means bucketed by normalised edit distance between the completion
+  TEXTS (rapidfuzz `Levenshtein.normalized_distance`, characters; a message list's contents joined by blank
+  lines, as the audit does).
+- `ShiftProbe`: the trainer hook; a fixed sample of training pairs whose reference per-token log-probs are
+  measured once, so the loop can log the after-difference chosen shift every `diagnose_every` steps.
+
+Means over the dataset are means over pairs of each pair's per-token mean (a long answer counts once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefgate import __version__
+from prefgate.errors import InputError
+from prefgate.train.logps import pad_examples
+
+__all__ = [
+    "DIAGNOSE_VERSION", "EDIT_DISTANCE_EDGES", "SEGMENTS", "ShiftProbe", "diagnose", "diagnose_html", "diagnose_paths",
+    "first_difference", "pair_diagnosis", "segment_means", "token_logps", "write_diagnose_html",
+]
+
+DIAGNOSE_VERSION = 1
+SEGMENTS = ("before", "at", "after")
+EDIT_DISTANCE_EDGES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)  # the audit calls a pair low-edit below 0.1
+PROBE_METRICS = {s: f"logps/chosen_shift_{s}_diff" for s in SEGMENTS}  # names the trainer logs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-token log-probs
+
+
+def _per_token(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """log p(input_ids[:, t + 1] | input_ids[:, :t + 1]) for every t: float32 (B, T - 1).
+
+    The target's logit minus the log-sum-exp, in float32: log-softmax without a second (B, T, V) tensor.
+    """
+    logits = logits[:, :-1, :].float()  # float32 before normalising
+    target = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return target - torch.logsumexp(logits, dim=-1)
+
+
+@torch.no_grad()
+def token_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+                pad_id: int = 0, batch_size: int = 8) -> list[list[float]]:
+    """Each completion token's log-probability under `model` given the prompt and the tokens before it.
+
+    Returns one list per example (len(completion_ids[i]) floats, float32 precision), in the input's order;
+    an empty completion gives []. Prompts must be non-empty (the first token is never scored). The caller
+    chooses the mode (eval, no dropout); no gradient is kept.
+    """
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"got {len(prompt_ids)} prompts and {len(completion_ids)} completions")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    device = next(model.parameters()).device
+    out: list[list[float]] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        prompts, completions = prompt_ids[start: start + batch_size], completion_ids[start: start + batch_size]
+        input_ids, attention_mask, _ = pad_examples(prompts, completions, pad_id=pad_id)
+        input_ids = input_ids.to(device)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask.to(device), use_cache=False).logits
+        per_token = _per_token(logits, input_ids).cpu()  # (B, T-1); column t scores token t + 1
+        for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            out.append(per_token[row, len(p) - 1: len(p) - 1 + len(c)].tolist())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One pair
+
+
+def first_difference(chosen_ids: Sequence[int], rejected_ids: Sequence[int]) -> int | None:
+    """Index of the first completion token where chosen and rejected differ.
+
+    >>> first_difference([5, 6, 7], [5, 6, 8]), first_difference([5, 6], [5, 6, 7]), first_difference([5], [5])
+    (2, 2, None)
+    """
+    for i, (c, r) in enumerate(zip(chosen_ids, rejected_ids, strict=False)):  # the lengths may differ
+        if c != r:
+            return i
+    if len(chosen_ids) == len(rejected_ids):
+        return None
+    return min(len(chosen_ids), len(rejected_ids))
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def segment_means(shift: Sequence[float], index: int | None) -> dict[str, float | None]:
+    """Mean of `shift` over the tokens before, at and after `index` (None: every token is "before")."""
+    if index is None:
+        return {"before": _mean(shift), "at": None, "after": None}
+    return {"before": _mean(shift[:index]), "at": _mean(shift[index: index + 1]), "after": _mean(shift[index + 1:])}
+
+
+def pair_diagnosis(chosen_ids: Sequence[int], rejected_ids: Sequence[int],
+                   policy_chosen_logps: Sequence[float], reference_chosen_logps: Sequence[float],
+                   policy_rejected_logps: Sequence[float], reference_rejected_logps: Sequence[float]) -> dict[str, Any]:
+    """One pair's per-token change (policy minus reference) split at the first differing token.
+
+    The per-token lists are aligned with `chosen_ids` / `rejected_ids`. Returns `first_difference`, the
+    chosen side's `before` / `at` / `after` means (None where the segment is empty) and the same for the
+    rejected side under `rejected`.
+    """
+    if not (len(policy_chosen_logps) == len(reference_chosen_logps) == len(chosen_ids)) or not (
+            len(policy_rejected_logps) == len(reference_rejected_logps) == len(rejected_ids)):
+        raise ValueError("per-token log-probs must be aligned with the completion tokens")
+    index = first_difference(chosen_ids, rejected_ids)
+    chosen_shift = [p - r for p, r in zip(policy_chosen_logps, reference_chosen_logps, strict=True)]
+    rejected_shift = [p - r for p, r in zip(policy_rejected_logps, reference_rejected_logps, strict=True)]
+    return {"first_difference": index, "n_chosen": len(chosen_ids), "n_rejected": len(rejected_ids),
+            **segment_means(chosen_shift, index), "rejected": segment_means(rejected_shift, index)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The dataset
+
+
+def completion_text(text: Any) -> str:
+    """A completion as text: a string as is, a message list's contents joined by blank lines."""
+    return text if isinstance(text, str) else "\n\n".join(str(m.get("content", "")) for m in text)
+
+
+def _means_over(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means over pairs of each segment's per-pair mean (pairs whose segment is empty left out), and counts."""
+
+    def means(side: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for seg in SEGMENTS:
+            values = [r[seg] for r in side if r[seg] is not None]
+            out[seg], out[f"n_{seg}"] = _mean(values), len(values)
+        return out
+
+    return {"n": len(rows), **means(rows), "rejected": means([r["rejected"] for r in rows])}
+
+
+def _buckets(rows: Sequence[dict[str, Any]], edges: Sequence[float]) -> list[dict[str, Any]]:
+    out = []
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        last = k == len(edges) - 2
+        inside = [r for r in rows if lo <= r["edit_distance"] < hi or (last and r["edit_distance"] == hi)]
+        out.append({"edit_distance": [lo, hi], **_means_over(inside)})
+    return out
+
+
+def _rounded(values: Sequence[float]) -> list[float]:
+    return [round(v, 5) for v in values]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+
+def _pair_row(rec, tp, tokenizer, policy_chosen: list[float], reference_chosen: list[float],
+              policy_rejected: list[float], reference_rejected: list[float]) -> dict[str, Any]:
+    """One pair's entry of the report: identity, edit distance, segments, tokens and per-token log-probs."""
+    from rapidfuzz.distance import Levenshtein
+
+    distance = Levenshtein.normalized_distance(completion_text(rec.chosen), completion_text(rec.rejected))
+    return {"id": rec.id, "category": rec.category, "edit_distance": float(distance),
+            **pair_diagnosis(tp.chosen_ids, tp.rejected_ids, policy_chosen, reference_chosen, policy_rejected,
+                             reference_rejected),
+            "chosen_tokens": tokenizer.batch_decode([[t] for t in tp.chosen_ids]),
+            "rejected_tokens": tokenizer.batch_decode([[t] for t in tp.rejected_ids]),
+            "policy_chosen_logps": _rounded(policy_chosen), "reference_chosen_logps": _rounded(reference_chosen),
+            "policy_rejected_logps": _rounded(policy_rejected),
+            "reference_rejected_logps": _rounded(reference_rejected)}
+
+
+def diagnose(policy, reference, dataset, tokenizer, max_length: int | None = 1024, *, batch_size: int = 8,
+             policy_info: dict[str, Any] | None = None, reference_info: dict[str, Any] | None = None,
+             edges: Sequence[float] = EDIT_DISTANCE_EDGES) -> dict[str, Any]:
+    """The diagnose report of `policy` against `reference` on the paired records of `dataset`.
+
+    `{"kind": "diagnose", "version", "created", "prefgate_version", "model", "reference",
+      "dataset": {path, fingerprint, n_records}, "options", "summary": {n, before, at, after, n_before, ...,
+      rejected: {...}}, "buckets": [{"edit_distance": [lo, hi], "n", "before", "at", "after", ...}],
+      "pairs": [{"id", "category", "edit_distance", "first_difference", "n_chosen", "n_rejected", "before",
+      "at", "after", "rejected": {...}, "chosen_tokens", "rejected_tokens", "policy_chosen_logps",
+      "reference_chosen_logps", "policy_rejected_logps", "reference_rejected_logps"}]}`.
+    Buckets are [lo, hi) except the last, which includes 1.0.
+    """
+    from prefgate.data import PairTokenizer
+    from prefgate.eval.reference import check_same_vocab
+
+    if not dataset.paired:
+        raise InputError("expected paired preference records (prompt, chosen, rejected)", where=dataset.source)
+    check_same_vocab(policy, reference)
+    pair_tok = PairTokenizer(tokenizer, max_length=max_length)
+    pairs = [pair_tok.pair(rec) for rec in dataset.records]
+    prompts = [p.prompt_ids for p in pairs] * 2  # rows 0..n-1 chosen, n..2n-1 rejected
+    completions = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    kwargs = {"pad_id": _pad_id(tokenizer), "batch_size": batch_size}
+    with _eval_mode(policy), _eval_mode(reference):
+        policy_logps = token_logps(policy, prompts, completions, **kwargs)
+        reference_logps = token_logps(reference, prompts, completions, **kwargs)
+    n = len(pairs)
+    rows = [_pair_row(rec, tp, tokenizer, policy_logps[i], reference_logps[i], policy_logps[n + i],
+                      reference_logps[n + i]) for i, (rec, tp) in enumerate(zip(dataset.records, pairs, strict=True))]
+    return {
+        "kind": "diagnose", "version": DIAGNOSE_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "prefgate_version": __version__,
+        "model": policy_info or {}, "reference": reference_info or {},
+        "dataset": {"path": dataset.source, "fingerprint": dataset.fingerprint, "n_records": len(dataset)},
+        "options": {"max_length": max_length, "edit_distance": "normalised Levenshtein over completion texts "
+                    "(characters)", "shift": "policy minus reference log-prob per token; means over pairs"},
+        "summary": _means_over(rows), "buckets": _buckets(rows, edges), "pairs": rows,
+    }
+
+
+def diagnose_paths(model: str, reference: str, pairs: str, *, max_length: int | None = 1024, batch_size: int = 8,
+                   dtype: str = "auto", device: str | None = None) -> dict[str, Any]:
+    """`diagnose` on a model (folder, hub id or run directory), a reference and a pairs file."""
+    from prefgate.data import read_dataset
+    from prefgate.eval.models import load_model
+
+    dataset = read_dataset(pairs)  # before any model: bad data fails fast
+    policy = load_model(model, dtype=dtype, device=device)
+    ref = load_model(reference, dtype=dtype, device=device)
+    return diagnose(policy.model, ref.model, dataset, policy.tokenizer, max_length, batch_size=batch_size,
+                    policy_info=policy.info, reference_info=ref.info)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The trainer hook
+
+
+@dataclass
+class ShiftProbe:
+    """A fixed sample of pairs with their reference per-token log-probs of the chosen tokens, measured once.
+
+    `measure(policy)` gives, over the sample, the mean per-token chosen shift (policy minus reference)
+    before, at and after the first differing token, under the metric names in `PROBE_METRICS`
+    (`logps/chosen_shift_after_diff` is the one that shows DPO's failure while it happens).
+    """
+
+    prompt_ids: list[list[int]]
+    chosen_ids: list[list[int]]
+    first_differences: list[int]
+    reference_chosen_logps: list[list[float]]
+    pad_id: int = 0
+    batch_size: int = 8
+
+    @classmethod
+    def from_data(cls, reference, data, *, n_pairs: int = 16, seed: int = 0, pad_id: int = 0,
+                  batch_size: int = 8) -> ShiftProbe:
+        """Sample up to `n_pairs` pairs of a paired `train.batches.TokenizedData` (preferring pairs with
+        chosen tokens after the first difference) and score their chosen tokens under `reference`: a model,
+        or a live `train.reference` object (`ModelReference`, `AdapterDisabledReference`)."""
+        if data.labels is not None or data.n_roles != 2:
+            raise ValueError("the shift probe needs paired rows (chosen, rejected); this loss trains on other rows")
+        prompts = [list(rows[0][0]) for rows in data.rows]
+        chosen = [list(rows[0][1]) for rows in data.rows]
+        firsts = [first_difference(rows[0][1], rows[1][1]) for rows in data.rows]
+        differ = [i for i, k in enumerate(firsts) if k is not None]
+        with_after = [i for i in differ if firsts[i] < len(chosen[i]) - 1]
+        pool = with_after or differ
+        if not pool:
+            raise ValueError("no pair has chosen and rejected completions that differ")
+        sample = sorted(random.Random(seed).sample(pool, min(n_pairs, len(pool))))
+        prompts, chosen, firsts = [prompts[i] for i in sample], [chosen[i] for i in sample], [firsts[i] for i in sample]
+        model, context = _reference_model(reference)
+        with context, _eval_mode(model):
+            ref_logps = token_logps(model, prompts, chosen, pad_id=pad_id, batch_size=batch_size)
+        return cls(prompts, chosen, firsts, ref_logps, pad_id, batch_size)
+
+    def measure(self, policy) -> dict[str, float]:
+        """The sample's mean chosen shift per segment, by metric name; a segment no sampled pair has is left
+        out. Eval mode and no gradient during the measure; the model's mode is restored."""
+        with _eval_mode(policy):
+            logps = token_logps(policy, self.prompt_ids, self.chosen_ids, pad_id=self.pad_id,
+                                batch_size=self.batch_size)
+        rows = [segment_means([p - r for p, r in zip(pol, ref, strict=True)], index)
+                for pol, ref, index in zip(logps, self.reference_chosen_logps, self.first_differences, strict=True)]
+        means = {seg: _mean([r[seg] for r in rows if r[seg] is not None]) for seg in SEGMENTS}
+        return {PROBE_METRICS[seg]: value for seg, value in means.items() if value is not None}
+
+
+def _reference_model(reference) -> tuple[Any, contextlib.AbstractContextManager]:
+    """(model, context to run it in) for a model or a live reference object of `train.reference`."""
+    kind = getattr(reference, "kind", None)
+    if kind == "adapter-disabled":
+        return reference.model, reference.model.disable_adapter()
+    if kind == "model":
+        return reference.model, contextlib.nullcontext()
+    if kind is not None:
+        raise ValueError(f"a {kind!r} reference has no live model; pass the reference model itself (before step 1, "
+                         "the initial policy is the reference unless reference.model is set)")
+    return reference, contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HTML
+
+
+def _pick_pair(report: dict[str, Any], pair_id: str | None) -> dict[str, Any] | None:
+    pairs = report["pairs"]
+    if pair_id is not None:
+        for row in pairs:
+            if row["id"] == pair_id:
+                return row
+        raise InputError(f"no pair with id {pair_id!r} in the report", field="pair")
+    with_after = [r for r in pairs if r["after"] is not None]
+    if with_after:  # the pair where the chosen tokens after the difference fell the most
+        return min(with_after, key=lambda r: r["after"])
+    return pairs[0] if pairs else None
+
+
+def _token_label(token: str) -> str:
+    text = repr(token)[1:-1].replace(" ", "␣")  # a visible space: tokens often start with one
+    return text if len(text) <= 12 else text[:11] + "…"
+
+
+SEGMENT_COLORS = {"before": "#9aa5b1", "at": "#c0392b", "after": "#3b6ea8"}
+REJECTED_COLOR = "#e0b4ae"
+
+
+def pair_plot(row: dict[str, Any], *, window: int = 60) -> str:
+    """Bars of one pair's per-token chosen shift, coloured by segment, beside the rejected's; at most `window`
+    tokens from a little before the first difference."""
+    from matplotlib.patches import Patch
+
+    from prefgate.report import plots
+
+    chosen = [p - r for p, r in zip(row["policy_chosen_logps"], row["reference_chosen_logps"], strict=True)]
+    rejected = [p - r for p, r in zip(row["policy_rejected_logps"], row["reference_rejected_logps"], strict=True)]
+    index = row["first_difference"]
+    start = max(0, (index or 0) - window // 3)
+    xs_c = list(range(start, min(start + window, len(chosen))))
+    xs_r = list(range(start, min(start + window, len(rejected))))
+    fig = plots.figure(max(5.6, 0.22 * max(len(xs_c), len(xs_r)) + 1.5), 3.8)
+    ax = fig.add_subplot()
+    segment = ["before" if index is None or i < index else "at" if i == index else "after" for i in xs_c]
+    ax.bar([i - 0.2 for i in xs_c], [chosen[i] for i in xs_c], width=0.4,
+           color=[SEGMENT_COLORS[s] for s in segment])
+    ax.bar([i + 0.2 for i in xs_r], [rejected[i] for i in xs_r], width=0.4, color=REJECTED_COLOR)
+    if index is not None:
+        ax.axvline(index - 0.5, color=SEGMENT_COLORS["at"], linestyle="--", linewidth=1)
+    ax.axhline(0, color="#555555", linewidth=0.8)
+    ax.set_xticks(xs_c)
+    ax.set_xticklabels([_token_label(row["chosen_tokens"][i]) for i in xs_c], rotation=90, fontsize=7)
+    ax.set(title=f"pair {row['id']}: per-token change", xlabel="chosen tokens",
+           ylabel="policy − reference log-prob")
+    handles = [Patch(color=SEGMENT_COLORS[s], label=f"chosen, {s}") for s in SEGMENTS]
+    ax.legend(handles=[*handles, Patch(color=REJECTED_COLOR, label="rejected")], frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return plots.to_data_uri(fig)
+
+
+def buckets_plot(buckets: Sequence[dict[str, Any]]) -> str:
+    """Grouped bars: the chosen shift before, at and after the difference, per edit-distance bucket."""
+    from prefgate.report import plots
+
+    fig = plots.figure(6.4, 3.6)
+    ax = fig.add_subplot()
+    for k, seg in enumerate(SEGMENTS):
+        xs = [i + (k - 1) * 0.27 for i in range(len(buckets))]
+        ax.bar(xs, [b[seg] if b[seg] is not None else 0.0 for b in buckets], width=0.27, color=SEGMENT_COLORS[seg],
+               label=seg)
+    ax.axhline(0, color="#555555", linewidth=0.8)
+    ax.set_xticks(range(len(buckets)))
+    ax.set_xticklabels([f"{b['edit_distance'][0]:g}–{b['edit_distance'][1]:g}\n(n={b['n']})" for b in buckets],
+                       fontsize=8)
+    ax.set(title="Chosen shift around the first difference", xlabel="normalised edit distance (characters)",
+           ylabel="mean policy − reference\nper token")
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return plots.to_data_uri(fig)
+
+
+_TEMPLATE = """{% extends "base.html.j2" %}
+{% block title %}prefgate diagnose — {{ name }}{% endblock %}
+{% block content %}
+<h1>Token-level log-prob diagnosis</h1>
+<div class="meta">
+  policy <code>{{ report.model.path or report.model }}</code> · reference
+  <code>{{ report.reference.path or report.reference }}</code><br>
+  data <code>{{ report.dataset.path }}</code> · {{ report.dataset.n_records }} pairs · fingerprint
+  <code title="{{ report.dataset.fingerprint }}">{{ report.dataset.fingerprint[:16] }}</code> ·
+  {{ report.created }} · prefgate {{ report.prefgate_version }}
+</div>
+<h2>Mean change per token, policy − reference</h2>
+<table id="summary">
+  <thead><tr><th>tokens</th><th>chosen</th><th>pairs</th><th>rejected</th></tr></thead>
+  <tbody>
+  {% for seg in segments %}
+    <tr><td>{{ seg }} the first difference</td><td class="num">{{ report.summary[seg] | num }}</td>
+      <td class="num">{{ report.summary["n_" + seg] }}</td>
+      <td class="num">{{ report.summary.rejected[seg] | num }}</td></tr>
+  {% endfor %}
+  </tbody>
+</table>
+<h2>By edit distance between the answers</h2>
+<table id="buckets">
+  <thead><tr><th>edit distance</th><th>pairs</th>{% for seg in segments %}<th>chosen {{ seg }}</th>{% endfor %}
+    <th>rejected after</th></tr></thead>
+  <tbody>
+  {% for b in report.buckets %}
+    <tr><td>{{ b.edit_distance[0] }} – {{ b.edit_distance[1] }}</td><td class="num">{{ b.n }}</td>
+      {% for seg in segments %}<td class="num">{{ b[seg] | num }}</td>{% endfor %}
+      <td class="num">{{ b.rejected.after | num }}</td></tr>
+  {% endfor %}
+  </tbody>
+</table>
+<h2>Plots</h2>
+<div class="plots">
+{% for plot in plots %}
+  <figure id="plot-{{ plot.id }}">
+    {% if plot.uri %}<img src="{{ plot.uri }}" alt="{{ plot.title }}">
+    {% else %}<div class="empty">{{ plot.title }}: {{ plot.empty }}</div>{% endif %}
+    <figcaption>{{ plot.caption }}</figcaption>
+  </figure>
+{% endfor %}
+</div>
+<footer>Generated by <code>prefgate diagnose</code>; docs/diagnose.md explains the measures. A negative
+"after" on the chosen side is the failure DPOP (loss.type: dpop) is designed to prevent.</footer>
+{% endblock %}
+"""
+
+
+def _num(value: Any) -> str:
+    return "–" if value is None else f"{value:+.4f}"
+
+
+def diagnose_html(report: dict[str, Any], *, pair_id: str | None = None) -> str:
+    """The page for a diagnose report (read from JSON or as `diagnose` returned it)."""
+    from prefgate.report.html import environment
+
+    row = _pick_pair(report, pair_id)
+    caption = "" if row is None else (
+        f"chosen tokens coloured grey before, red at and blue after the first difference (index "
+        f"{row['first_difference']}); rejected tokens in light red. "
+        + ("Chosen by --pair." if pair_id else "The pair whose chosen tokens after the difference fell the most."))
+    plots = [
+        {"id": "pair", "title": "One pair's per-token change", "caption": caption,
+         "uri": pair_plot(row) if row else None, "empty": "no pairs"},
+        {"id": "buckets", "title": "By edit distance", "uri": buckets_plot(report["buckets"]), "empty": "",
+         "caption": "Means over pairs of each pair's per-token mean; an empty bucket shows 0."},
+    ]
+    env = environment().overlay()
+    env.filters["num"] = _num
+    return env.from_string(_TEMPLATE).render(report=report, plots=plots, segments=SEGMENTS,
+                                             name=Path(str(report["dataset"]["path"])).name)
+
+
+def write_diagnose_html(report: dict[str, Any], path: str | Path, *, pair_id: str | None = None) -> Path:
+    from prefgate.report.html import write_html
+
+    return write_html(diagnose_html(report, pair_id=pair_id), path)

@@ -30,9 +30,9 @@ def make_data(path: Path, n: int, seed: int = 0) -> None:
 
     with open(path, "w") as fh:
         for _ in range(n):
-            fh.write(json.dumps({"prompt": f"Human: {text(rng.randint(20, 60))}\n\nAssistant:",
-                                 "chosen": " " + text(rng.randint(10, 40)), "rejected": " " + text(rng.randint(10, 40))})
-                     + "\n")
+            row = {"prompt": f"Human: {text(rng.randint(20, 60))}\n\nAssistant:",
+                   "chosen": " " + text(rng.randint(10, 40)), "rejected": " " + text(rng.randint(10, 40))}
+            fh.write(json.dumps(row) + "\n")
 
 
 def run_prefgate(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict:

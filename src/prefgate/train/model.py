@@ -46,8 +46,11 @@ def load_policy(config: TrainConfig):
     model = load_causal_lm(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code,
                            attn_implementation=config.model.attn_implementation, quantization_config=quant)
     model.config.use_cache = False
-    if config.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.model.gradient_checkpointing:  # transformers 5 renamed it; older releases have only the old name
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.lora is None:
         return model
     from peft import LoraConfig as PeftLoraConfig

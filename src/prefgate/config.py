@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prefgate.errors import InputError
 from prefgate.losses import LossType
+from prefgate.yamlio import read_yaml_mapping, validated
 
 
 class Strict(BaseModel):
@@ -179,38 +180,8 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _first_error(err: ValidationError, where: str) -> InputError:
-    e = err.errors()[0]
-    field = ".".join(str(p) for p in e["loc"]) or None
-    message = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        message = "unknown key"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return InputError(message + more, where=where, field=field)
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no such file", where=str(path)) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}", where=where) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError("expected a mapping of settings at the top level", where=str(path))
-    return data
-
-
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None, **data: Any) -> TrainConfig:
     """Read a YAML train config (or start from `data`), apply overrides, validate strictly."""
-    raw = _merge(load_yaml(path) if path else {}, data)
+    raw = _merge(read_yaml_mapping(path) if path else {}, data)
     raw = _merge(raw, parse_overrides(overrides or []))
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as err:
-        raise _first_error(err, str(path or "config")) from None
+    return validated(TrainConfig, raw, str(path or "config"))

@@ -25,13 +25,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prefgate import __version__
 from prefgate.errors import InputError
 from prefgate.eval.grades import GradeBands, grade, grade_rank
 from prefgate.stats import PairedTest, holm, paired_test
+from prefgate.yamlio import load_settings
 
 GATE_VERSION = 1
 
@@ -59,27 +59,7 @@ class GatePolicy(BaseModel):
 
 def load_policy(path: str | Path | None) -> GatePolicy:
     """The policy from a YAML file (missing keys take the defaults); the defaults when `path` is None."""
-    if path is None:
-        return GatePolicy()
-    where = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no such file", where=where) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}",
-                         where=f"{where}:{mark.line + 1}" if mark else where) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise InputError("expected a mapping of policy keys", where=where)
-    try:
-        return GatePolicy.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        raise InputError(first["msg"], where=where, field=field) from None
+    return load_settings(GatePolicy, path)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -100,13 +100,14 @@ def grid(betas: list[float], losses: list[str]) -> list[GridPoint]:
 
 def point_config(config_path: str | Path, point: GridPoint, run_dir: Path, overrides: list[str] | None = None):
     """The user's config with this point's loss, beta and output folder (see the module docstring)."""
-    from prefgate.config import load_train_config, load_yaml
+    from prefgate.config import load_train_config
     from prefgate.losses import LossType
+    from prefgate.yamlio import read_yaml_mapping
 
     for override in overrides or []:
         if override.partition("=")[0].strip() in RESERVED_OVERRIDES:
             raise InputError(f"override {override!r}: the sweep sets {', '.join(RESERVED_OVERRIDES)} itself")
-    raw = load_yaml(config_path)
+    raw = read_yaml_mapping(config_path)
     section = raw.get("loss") or {}
     if not isinstance(section, dict):
         raise InputError("expected a mapping (type, beta, ...)", where=str(config_path), field="loss")

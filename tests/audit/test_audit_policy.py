@@ -58,7 +58,7 @@ def test_empty_file_is_the_defaults(tmp_path):
     ("identical:\n  fail_above: 1.5\n", r"field 'identical.fail_above': .*less than or equal to 1"),
     ("style_only:\n  warn_above: 0.5\n  fail_above: 0.2\n", r"warn_above \(0.5\) is above fail_above"),
     ("- a list\n", r"expected a mapping"),
-    ("identical: [\n", r"audit.yaml:\d+: not valid YAML"),
+    ("identical: [\n", r"audit.yaml:\d+: invalid YAML"),
 ])
 def test_bad_policy_is_one_line_input_error(tmp_path, text, expected):
     path = tmp_path / "audit.yaml"

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefgate.errors import InputError
+from prefgate.yamlio import load_settings, validated
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -149,27 +149,9 @@ def policy_from_dict(data: dict[str, Any] | None, *, where: str = "policy") -> A
     if not isinstance(data, dict):
         raise InputError(f"expected a mapping of check ids to settings, got {type(data).__name__}",
                          where=where)
-    try:
-        return AuditPolicy.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or None
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-        raise InputError(msg + more, where=where, field=loc) from None
+    return validated(AuditPolicy, data, where)
 
 
 def load_policy(path: str | Path | None) -> AuditPolicy:
     """The default policy, or the one in a YAML file (any key left out keeps its default)."""
-    if path is None:
-        return AuditPolicy()
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no such file", where=str(path)) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(f"not valid YAML: {getattr(err, 'problem', None) or err}", where=where) from None
-    return policy_from_dict(data, where=str(path))
+    return load_settings(AuditPolicy, path)

@@ -16,13 +16,10 @@ eval with an error: a silently mis-scored item would corrupt the very numbers th
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import urllib.error
-import urllib.request
 from typing import Any
 
+from prefgate.chat import ChatEndpoint
 from prefgate.errors import InputError
 from prefgate.eval.grades import GRADE_SCORES
 from prefgate.eval.scorers import Score
@@ -99,44 +96,16 @@ class HttpJudge(_Judge):
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, timeout: float = 60.0,
                  max_tokens: int = 256):
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.api_key_env = api_key_env
-        self.timeout = timeout
-        self.max_tokens = max_tokens
+        self.endpoint = ChatEndpoint(base_url, model, role="judge", api_key_env=api_key_env, timeout=timeout,
+                                     max_tokens=max_tokens)
+        self.url, self.model, self.api_key_env = self.endpoint.url, model, api_key_env
 
     def describe(self) -> dict[str, Any]:
         """What the report records about the judge (never the key)."""
         return {"kind": "http", "url": self.url, "model": self.model, "api_key_env": self.api_key_env}
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise InputError(f"the environment variable {self.api_key_env} (the judge's API key) is not set",
-                                 field="judge")
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
     def complete(self, messages: list[dict[str, str]]) -> str:
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
-                           "max_tokens": self.max_tokens}).encode("utf-8")
-        request = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (user's URL)
-                payload = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as err:
-            raise InputError(f"the judge answered HTTP {err.code} {err.reason}", where=self.url) from None
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise InputError(f"cannot reach the judge: {reason}", where=self.url) from None
-        except json.JSONDecodeError:
-            raise InputError("the judge's answer is not JSON", where=self.url) from None
-        try:
-            return str(payload["choices"][0]["message"]["content"] or "")
-        except (KeyError, IndexError, TypeError):
-            raise InputError("the judge's answer has no choices[0].message.content", where=self.url) from None
+        return self.endpoint.complete(messages)
 
 
 class LocalJudge(_Judge):

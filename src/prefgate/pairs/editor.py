@@ -1,7 +1,7 @@
 """The `editor` strategy: a separate model rewrites the gold answer so that it contains one factual error.
 
 Two back ends with one interface, a strategy `(item, rng) -> [(rejected, detail)]`:
-- `HttpEditor`: an OpenAI-compatible `POST {base_url}/chat/completions` through `urllib.request`. The API
+- `HttpEditor`: an OpenAI-compatible `POST {base_url}/chat/completions` (`prefgate.chat.ChatEndpoint`). The API
   key is read at call time from the environment variable *named* by `api_key_env` and sent as a bearer
   token; it is never logged, printed or written anywhere (the detail records the URL and model only).
 - `LocalEditor`: a local Hugging Face model (a folder or a run directory), generating greedily, in batches:
@@ -15,15 +15,11 @@ unchanged, is a skip ("the editor returned the answer unchanged"), never a pair.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from prefgate.chat import ChatEndpoint
 from prefgate.errors import InputError
 from prefgate.pairs.gold import GoldItem
 from prefgate.pairs.strategies import Rejection, Skip
@@ -63,59 +59,23 @@ class HttpEditor:
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None,
                  template: str = DEFAULT_TEMPLATE, timeout: float = 60.0, max_tokens: int = 512):
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.api_key_env = api_key_env
+        self.endpoint = ChatEndpoint(base_url, model, role="editor", api_key_env=api_key_env,
+                                     key_field="editor_api_key_env", timeout=timeout, max_tokens=max_tokens,
+                                     retries=self.retries)
+        self.url, self.model = self.endpoint.url, model
         self.template = check_template(template)
-        self.timeout = timeout
-        self.max_tokens = max_tokens
 
     def describe(self) -> dict[str, Any]:
         """What the records and the summary say about the editor (never the key)."""
         return {"kind": "http", "url": self.url, "model": self.model}
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise InputError(f"the environment variable {self.api_key_env} (the editor's API key) is not set",
-                                 field="editor_api_key_env")
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
     def complete(self, content: str, seed: int) -> str:
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": content}],
-                           "temperature": 0, "seed": seed, "max_tokens": self.max_tokens}).encode("utf-8")
-        for attempt in range(1 + self.retries):
-            request = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (user's URL)
-                    return _content(response.read(), self.url)
-            except urllib.error.HTTPError as err:
-                if err.code < 500 or attempt == self.retries:
-                    raise InputError(f"the editor answered HTTP {err.code} {err.reason}", where=self.url) from None
-            except (urllib.error.URLError, TimeoutError, OSError) as err:
-                if attempt == self.retries:
-                    reason = getattr(err, "reason", err)
-                    raise InputError(f"cannot reach the editor: {reason}", where=self.url) from None
-            time.sleep(0.5)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self.endpoint.complete([{"role": "user", "content": content}], seed=seed)
 
     def __call__(self, item: GoldItem, rng: random.Random) -> list[Rejection]:
         seed = rng.randrange(2**31)
         text = _clean_reply(self.complete(fill_template(self.template, item), seed), item)
         return [(text, {"editor": self.model, "url": self.url})]
-
-
-def _content(raw: bytes, url: str) -> str:
-    try:
-        payload = json.loads(raw.decode("utf-8"))
-        return str(payload["choices"][0]["message"]["content"] or "")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InputError("the editor's answer is not JSON", where=url) from None
-    except (KeyError, IndexError, TypeError):
-        raise InputError("the editor's answer has no choices[0].message.content", where=url) from None
 
 
 class LocalEditor:

@@ -4,15 +4,13 @@ OpenAI-compatible editor server on 127.0.0.1 started in a thread by the test."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from prefgate.eval.scorers import score_output
 from prefgate.eval.suite import parse_item
+from tests.fake_openai import FakeOpenAI
 
 GOLD_ROWS = [
     {"id": "gsm1", "category": "math",
@@ -70,50 +68,6 @@ def verify(output: str, answer, scorer: str, **extra) -> float:
     item = parse_item({"id": "v", "category": "check", "prompt": "p", "scorer": scorer, "answer": answer, **extra},
                       where="verify")
     return score_output(output, item).score
-
-
-class FakeOpenAI:
-    """Answers POST /v1/chat/completions like OpenAI; `reply(messages) -> str` decides the content."""
-
-    def __init__(self, reply: Callable[[list[dict]], str]):
-        self.reply = reply
-        self.requests: list[dict] = []
-        self.status = 200
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                if self.path != "/v1/chat/completions" or outer.status != 200:
-                    self.send_response(outer.status if outer.status != 200 else 404)
-                    self.end_headers()
-                    return
-                payload = {"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": outer.reply(body["messages"])}}]}
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):  # keep the test output quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 def one_error_editor(messages: list[dict]) -> str:

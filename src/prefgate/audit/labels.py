@@ -32,9 +32,9 @@ from prefgate.audit.result import CheckResult, pct, pick, share, skip
 from prefgate.audit.view import RecordView, as_view
 from prefgate.data.records import Record
 from prefgate.errors import InputError
+from prefgate.label.store import PREFERRED, parse_label
 
 DEFAULT_POLICY = AuditPolicy()
-PREFERRED = ("chosen", "rejected", "tie")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,19 +46,9 @@ class HumanLabel:
 
 
 def _parse_label(row: Any, where: str) -> HumanLabel:
-    if not isinstance(row, dict):
-        raise InputError("expected a JSON object with id, preferred and rater", where=where)
-    rid = row.get("id")
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or str(rid).strip() == "":
-        raise InputError("missing or not a non-empty string", where=where, field="id")
-    preferred = row.get("preferred")
-    if preferred not in PREFERRED:
-        raise InputError(f"expected one of {', '.join(PREFERRED)}, got {preferred!r}", where=where,
-                         field="preferred")
-    rater = row.get("rater")
-    if not isinstance(rater, str) or not rater.strip():
-        raise InputError("missing or not a non-empty string", where=where, field="rater")
-    return HumanLabel(str(rid), preferred, rater, where)
+    """One line of the labels file, checked by the labelling tool's own parser (one format, one parser)."""
+    label = parse_label(row, where)
+    return HumanLabel(label.id, label.preferred, label.rater, where)
 
 
 def read_labels(path: str | Path, *, known_ids: set[str] | None = None) -> list[HumanLabel]:

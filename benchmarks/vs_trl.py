@@ -1,0 +1,419 @@
+"""DPO training throughput and memory: prefgate's prefix-shared forward against TRL 1.16 `DPOTrainer`.
+
+    .venv/bin/python benchmarks/vs_trl.py            # ~55M-parameter Llama, CPU, fp32 (about 15 min on 2 cores)
+    .venv/bin/python benchmarks/vs_trl.py --quick    # small config, a smoke test in under a minute
+    .venv/bin/python benchmarks/vs_trl.py --device cuda --dtype bf16 --config 0.5b   # on a GPU
+
+One invocation builds, with a fixed seed, a randomly initialised Llama-style policy and a second one as the
+frozen reference (another seed, so the step-0 loss is not the trivial log 2), a word-level tokenizer (one
+word = one token, so lengths are exact), and synthetic pairs of variable length for two data shapes:
+prompt-heavy (P:C = 3:1) and completion-heavy (1:3). Each run happens in a fresh subprocess, alternating
+prefgate and TRL (A B A B ...), so neither pollutes the other's memory figures, and each processes the same
+pairs in the same order (TRL with `train_sampling_strategy="sequential"`), with the same batch size, AdamW,
+learning rate, constant schedule, gradient clipping at 1.0, one untimed warm-up step, then `--steps` timed.
+
+What is timed, per optimizer step:
+- TRL: from `on_step_begin` to `on_step_end` of a `TrainerCallback`, i.e. `training_step` (policy forward
+  with TRL's fused LM head, reference forward, loss and metrics, backward), gradient clipping,
+  `optimizer.step()`, the scheduler and `zero_grad`. Collation happens before `on_step_begin` (not timed).
+- prefgate: `prefix_shared_logps` for the policy (layout and mask construction included) and, without
+  gradient, for the reference, `prefgate.losses.dpo`, the mean, backward, `clip_grad_norm_`, AdamW step
+  and `zero_grad`.
+
+Reported per shape: pairs/s (median over rounds of pairs / summed step time) and the ratio, tokens/s (data
+tokens: 2P + |yw| + |yl| per pair, the same count for both), the tokens each side actually ran, peak RSS of
+the whole child process and the peak above the RSS at the first step (Linux `clear_refs`), peak CUDA memory
+on GPU, and both step-0 losses (the loss of the first batch before any update), which must agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS = {  # Llama-style; parameters include both embedding matrices
+    "quick": {"hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "vocab_size": 8000},
+    "55m": {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 8, "num_attention_heads": 8,
+            "num_key_value_heads": 8, "vocab_size": 32000},
+    "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+             "num_key_value_heads": 2, "vocab_size": 151936},
+}
+SHAPES = {  # name: (prompt length range, completion length range), each drawn uniformly per pair and side
+    "prompt-heavy": ((256, 512), (64, 192)),
+    "completion-heavy": ((64, 192), (256, 512)),
+}
+QUICK_SHAPES = {"prompt-heavy": ((24, 72), (8, 24)), "completion-heavy": ((8, 24), (24, 72))}
+BETA, LR = 0.1, 1e-6
+SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+# -- setup (parent) -----------------------------------------------------------------------------------------
+
+
+def build_tokenizer(vocab_size: int, directory: Path) -> None:
+    """Word-level tokenizer: "w17" is token 17, BOS prepended; EOS split off wherever it appears."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL)} | {f"w{i}": i for i in range(len(SPECIAL), vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+    fast.save_pretrained(directory)
+
+
+def build_model(config: dict, seed: int, directory: Path) -> int:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**config, max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
+                                         pad_token_id=0, tie_word_embeddings=False))
+    model.save_pretrained(directory)
+    return sum(p.numel() for p in model.parameters())
+
+
+def synth_pairs(path: Path, n: int, shape: tuple, vocab_size: int, seed: int) -> None:
+    rng = random.Random(seed)
+    (p_lo, p_hi), (c_lo, c_hi) = shape
+
+    def words(k: int) -> str:
+        return " ".join(f"w{rng.randrange(len(SPECIAL), vocab_size)}" for _ in range(k))
+
+    with open(path, "w", encoding="utf-8") as fh:
+        for _ in range(n):
+            row = {"prompt": words(rng.randint(p_lo, p_hi)), "chosen": " " + words(rng.randint(c_lo, c_hi)),
+                   "rejected": " " + words(rng.randint(c_lo, c_hi))}
+            fh.write(json.dumps(row) + "\n")
+
+
+# -- measurement helpers (children) -------------------------------------------------------------------------
+
+
+_SETUP_PEAK = [0.0]  # peak RSS before the reset below (clear_refs also resets getrusage's ru_maxrss)
+
+
+def _reset_peak_rss() -> float:
+    """Reset the kernel's peak-RSS mark (VmHWM) and return the current RSS in MiB."""
+    _SETUP_PEAK[0] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _memory(device, baseline: float) -> dict:
+    import torch
+
+    steps_peak = max(_status_mb("VmHWM"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out = {"peak_rss_mb": max(_SETUP_PEAK[0], steps_peak), "step_peak_rss_mb": steps_peak, "rss_at_start_mb": baseline}
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- prefgate side ------------------------------------------------------------------------------------------
+
+
+def run_prefgate(args) -> dict:
+    import torch
+
+    from prefgate.data import load_tokenizer, read_dataset
+    from prefgate.losses import LossType, dpo
+    from prefgate.train.batches import tokenize_dataset
+    from prefgate.train.model import load_causal_lm
+    from prefgate.train.prefix import build_layout, layout_logps, resolve_forward
+
+    device = torch.device(args.device)
+    tokenizer = load_tokenizer(args.model)
+    data = tokenize_dataset(read_dataset(args.data), tokenizer, LossType.DPO, max_length=4096, max_prompt_length=None)
+    policy = load_causal_lm(args.model).to(device).train()
+    reference = load_causal_lm(args.ref).to(device).eval().requires_grad_(False)
+    forward, why = resolve_forward(policy, "prefix_shared")
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=LR, weight_decay=0.0)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    times, cpu_times, loss0, ran, baseline = [], [], None, 0, 0.0
+    for step in range(args.steps + 1):
+        rows = data.rows[step * args.batch_size:(step + 1) * args.batch_size]
+        if step == 1:
+            baseline = _reset_peak_rss()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+        _sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        layout = build_layout(rows, pad_id=tokenizer.pad_token_id, pack_tokens=args.pack_tokens)
+        with autocast:
+            policy_logps = layout_logps(policy, layout)
+            with torch.no_grad():
+                reference_logps = layout_logps(reference, layout)
+            b = len(rows)
+            loss = dpo(policy_logps[:b], policy_logps[b:], reference_logps[:b], reference_logps[b:],
+                       beta=BETA).losses.mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        if step == 0:
+            loss0 = float(loss.detach())
+        else:
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
+            ran += layout.n_tokens
+    return {"times": times, "cpu_times": cpu_times, "loss0": loss0, "ran_tokens": ran, "forward": f"{forward}: {why}",
+            **_memory(device, baseline)}
+
+
+# -- TRL side -----------------------------------------------------------------------------------------------
+
+
+def run_float64(args) -> dict:
+    """The step-0 loss in float64, one sequence at a time (prompt + completion, no padding): the yardstick
+    both float32 figures are compared with."""
+    import torch
+
+    from prefgate.data import load_tokenizer, read_dataset
+    from prefgate.losses import LossType
+    from prefgate.train.batches import tokenize_dataset
+    from prefgate.train.model import load_causal_lm
+
+    tokenizer = load_tokenizer(args.model)
+    data = tokenize_dataset(read_dataset(args.data), tokenizer, LossType.DPO, max_length=4096, max_prompt_length=None)
+    rows = data.rows[:args.batch_size]
+
+    @torch.no_grad()
+    def logps(model) -> torch.Tensor:  # (B, 2): chosen, rejected
+        out = torch.zeros(len(rows), 2, dtype=torch.float64)
+        for i, roles in enumerate(rows):
+            for r, (prompt, completion) in enumerate(roles):
+                ids = torch.tensor([prompt + completion])
+                logits = model(input_ids=ids, use_cache=False).logits[0, :-1].double()
+                token = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None]).squeeze(1)
+                out[i, r] = token[len(prompt) - 1:].sum()
+        return out
+
+    policy, reference = (load_causal_lm(p).double().eval() for p in (args.model, args.ref))
+    margin = (logps(policy) - logps(reference)) @ torch.tensor([1.0, -1.0], dtype=torch.float64)
+    return {"loss0": float(-torch.nn.functional.logsigmoid(BETA * margin).mean())}
+
+
+def run_trl(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    device = torch.device(args.device)
+    records = [json.loads(line) for line in open(args.data, encoding="utf-8")]
+    state = {"times": [], "cpu_times": [], "t0": 0.0, "c0": 0.0, "loss0": None, "ran": 0, "baseline": 0.0}
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, a, s, control, **kw):
+            if s.global_step == 1:
+                state["baseline"] = _reset_peak_rss()
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+            _sync(device)
+            state["t0"], state["c0"] = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, a, s, control, **kw):
+            _sync(device)
+            if s.global_step > 1:  # global_step is already incremented: step 1 is the warm-up
+                state["times"].append(time.perf_counter() - state["t0"])
+                state["cpu_times"].append(time.process_time() - state["c0"])
+
+    class Recorder(DPOTrainer):  # records the first loss and the tokens the model ran; computes nothing extra
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if state["loss0"] is None:
+                state["loss0"] = float(loss.detach())
+            elif self.state.global_step >= 1:
+                state["ran"] += int(inputs["input_ids"].numel())
+            return loss
+
+    config = DPOConfig(output_dir=str(Path(args.data).parent / "trl-out"), per_device_train_batch_size=args.batch_size,
+                       max_steps=args.steps + 1, learning_rate=LR, lr_scheduler_type="constant", optim="adamw_torch",
+                       weight_decay=0.0, max_grad_norm=1.0, beta=BETA, max_length=None, logging_steps=1,
+                       save_strategy="no", report_to=[], seed=0, use_cpu=device.type == "cpu",
+                       bf16=args.dtype == "bf16", train_sampling_strategy="sequential", dataloader_num_workers=0,
+                       disable_tqdm=True)
+    trainer = Recorder(model=AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32),
+                       ref_model=AutoModelForCausalLM.from_pretrained(args.ref, dtype=torch.float32), args=config,
+                       train_dataset=Dataset.from_list(records), callbacks=[Timer()],
+                       processing_class=AutoTokenizer.from_pretrained(args.model))
+    trainer.train()
+    return {"times": state["times"], "cpu_times": state["cpu_times"], "loss0": state["loss0"],
+            "ran_tokens": state["ran"], "forward": "trl", **_memory(device, state["baseline"])}
+
+
+# -- parent: alternate the sides, aggregate, print ----------------------------------------------------------
+
+
+def child(side: str, args, model: Path, ref: Path, data: Path, pack_tokens: int | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", side, "--model", str(model), "--ref", str(ref), "--data", str(data),
+           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device,
+           "--dtype", args.dtype, "--threads", str(args.threads)]
+    if pack_tokens is not None:
+        cmd += ["--pack-tokens", str(pack_tokens)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not result:
+        raise SystemExit(f"{side} child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(result[-1][len("RESULT "):])
+
+
+def data_tokens(data: Path, steps: int, batch_size: int) -> tuple[int, int]:
+    """Over the timed pairs: (2P + |yw| + |yl|, the concatenated count, the same whichever side runs them;
+    P + |yw| + |yl|, the floor of work). P counts BOS, completions their EOS."""
+    lines = open(data, encoding="utf-8").read().splitlines()[batch_size:(steps + 1) * batch_size]
+    concatenated = floor = 0
+    for line in lines:
+        r = json.loads(line)
+        p, c, j = (len(r[k].split()) for k in ("prompt", "chosen", "rejected"))
+        concatenated += 2 * (p + 1) + c + j + 2
+        floor += p + 1 + c + j + 2
+    return concatenated, floor
+
+
+def summarise(name: str, runs: dict, tokens: int, pairs: int) -> dict:
+    out = {}
+    for side, results in runs.items():
+        rates = [pairs / sum(r["times"]) for r in results]
+        cpu_rates = [pairs / sum(r["cpu_times"]) for r in results]
+        out[side] = {"pairs_per_s": statistics.median(rates), "tokens_per_s": statistics.median(rates) * tokens / pairs,
+                     "ran_tokens": results[0]["ran_tokens"], "loss0": results[0]["loss0"],
+                     "pairs_per_cpu_s": statistics.median(cpu_rates),
+                     "median_step_s": statistics.median(t for r in results for t in r["times"]),
+                     **{k: max(r[k] for r in results) for k in results[0] if k.endswith("_mb")}}
+    return {"shape": name, **out}
+
+
+def report(summary: dict, args) -> None:
+    a, b = summary["prefgate"], summary["trl"]
+    print(f"\n## {summary['shape']}")
+    print(f"{'':28}{'prefgate':>14}{'TRL 1.16':>14}{'ratio':>9}")
+    rows = [("pairs/s", "pairs_per_s", "{:.3f}"), ("pairs per CPU-second", "pairs_per_cpu_s", "{:.3f}"),
+            ("data tokens/s", "tokens_per_s", "{:.0f}"),
+            ("median step (s)", "median_step_s", "{:.2f}"), ("tokens run per step", "ran_tokens", "{:.0f}"),
+            ("peak RSS, process (MiB)", "peak_rss_mb", "{:.0f}"),
+            ("peak RSS, steps (MiB)", "step_peak_rss_mb", "{:.0f}"),
+            ("RSS at step 1 (MiB)", "rss_at_start_mb", "{:.0f}")]
+    if "peak_cuda_mb" in a:
+        rows.append(("peak CUDA (MiB)", "peak_cuda_mb", "{:.0f}"))
+    for label, key, fmt in rows:
+        x, y = a[key], b[key]
+        if key == "ran_tokens":
+            x, y = x / args.steps, y / args.steps
+        print(f"{label:28}{fmt.format(x):>14}{fmt.format(y):>14}{x / y:>8.2f}x")
+    gap = abs(a["loss0"] - b["loss0"])
+    print(f"{'step-0 loss':28}{a['loss0']:>14.7f}{b['loss0']:>14.7f}   |diff| {gap:.1e}")
+    if "loss0_float64" in summary:
+        exact = summary["loss0_float64"]
+        print(f"{'  float64 yardstick':28}{exact:>14.7f}   |prefgate - it| {abs(a['loss0'] - exact):.1e}, "
+              f"|TRL - it| {abs(b['loss0'] - exact):.1e}")
+    if "mfu" in a:
+        print(f"{'MFU (8 x params x min tokens)':28}{a['mfu']:>14.1%}{b['mfu']:>14.1%}")
+
+
+def add_mfu(summary: dict, n_params: int, min_tokens_per_pair: float, peak_flops: float) -> None:
+    """Model FLOPs utilisation on the floor of work: 6 x params per token for the policy (forward and
+    backward) + 2 x params for the reference forward, on P + |yw| + |yl| tokens per pair (attention not
+    counted), the same numerator for both sides, so the MFU ratio equals the pairs/s ratio."""
+    for side in ("prefgate", "trl"):
+        s = summary[side]
+        s["mfu"] = 8 * n_params * min_tokens_per_pair * s["pairs_per_s"] / peak_flops
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        result = {"prefgate": run_prefgate, "trl": run_trl, "float64": run_float64}[args.child](args)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    config = CONFIGS["quick" if args.quick else args.config]
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model, ref = tmp / "policy", tmp / "reference"
+        n_params = build_model(config, 0, model)
+        build_model(config, 1, ref)
+        for d in (model, ref):
+            build_tokenizer(config["vocab_size"], d)
+        print(f"# prefgate vs TRL 1.16 DPOTrainer: Llama {n_params / 1e6:.1f}M parameters "
+              f"({config['num_hidden_layers']} layers, hidden {config['hidden_size']}, vocab {config['vocab_size']}), "
+              f"batch {args.batch_size} pairs, {args.steps} timed steps after 1 warm-up, {args.rounds} rounds A B, "
+              f"{args.device} {args.dtype}, {args.threads} threads, pack_tokens {args.pack_tokens}")
+        print(f"# machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+        for name, shape in shapes.items():
+            data = tmp / f"{name}.jsonl"
+            synth_pairs(data, (args.steps + 1) * args.batch_size, shape, config["vocab_size"], seed=0)
+            runs = {"prefgate": [], "trl": []}
+            for _ in range(args.rounds):
+                runs["prefgate"].append(child("prefgate", args, model, ref, data, args.pack_tokens))
+                runs["trl"].append(child("trl", args, model, ref, data, None))
+            pairs = args.steps * args.batch_size
+            tokens, floor = data_tokens(data, args.steps, args.batch_size)
+            summary = summarise(name, runs, tokens, pairs)
+            summary["loss0_float64"] = child("float64", args, model, ref, data, None)["loss0"]
+            if args.device == "cuda":
+                add_mfu(summary, n_params, floor / pairs, args.peak_tflops * 1e12)
+            print(f"# {runs['prefgate'][0]['forward']}")
+            report(summary, args)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small model and short sequences: a smoke test")
+    p.add_argument("--config", choices=sorted(CONFIGS), default="55m")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run, after one warm-up (6; --quick 2)")
+    p.add_argument("--rounds", type=int, default=None, help="A B rounds per data shape (2; --quick 1)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--pack-tokens", type=int, default=None, help="prefgate: pack pairs into rows of this many tokens")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in each run (default: all)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak, for MFU (H100 SXM: 989)")
+    p.add_argument("--child", choices=["prefgate", "trl", "float64"], help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--ref", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.steps = args.steps or (2 if args.quick else 6)
+    args.rounds = args.rounds or (1 if args.quick else 2)
+    return args
+
+
+if __name__ == "__main__":
+    main()

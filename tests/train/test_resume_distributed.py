@@ -35,8 +35,10 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dir, 
     whole = train(make_config(tiny_dir, pairs_file, tmp_path / "whole", **settings), show_progress=False)
 
     cfg = _write_config(tmp_path / "c.yaml", make_config(tiny_dir, pairs_file, tmp_path / "killed", **settings))
+    # The same thread count as this process: bit-identity needs the same floating-point reduction order.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "prefgate", "train", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.DEVNULL, env=env)
     target = tmp_path / "killed" / "checkpoints" / "step-0000009"
     deadline = time.time() + 120
     while not target.exists() and proc.poll() is None and time.time() < deadline:

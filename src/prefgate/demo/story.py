@@ -52,10 +52,20 @@ def run_demo(out_dir: Path, *, quick: bool = False, from_scratch: bool = False, 
              say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole demo into `out_dir`; returns the report dict (also written to report.json)."""
     import torch
-    import transformers
 
     settings = settings_for(quick)
-    torch.set_num_threads(settings.threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)  # for bit-reproducible numbers; restored on the way out
+    try:
+        return _run_stages(out_dir, settings, quick, from_scratch, seed, say)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_stages(out_dir: Path, settings, quick: bool, from_scratch: bool, seed: int,
+                say: Callable[[str], None]) -> dict[str, Any]:
+    import transformers
+
     transformers.utils.logging.disable_progress_bar()
     layout = Layout(Path(out_dir))
     layout.reset()

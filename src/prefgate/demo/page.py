@@ -57,7 +57,7 @@ def grade_table(report: dict) -> dict[str, Any]:
         cells = [{"score": base["score"], "grade": base["grade"], "delta": None}]
         for run in runs.values():
             cand = run["eval"]["overall"] if cat == "overall" else run["eval"]["categories"][cat]
-            delta = 100 * (cand["score"] - base["score"])
+            delta = int(round(100 * (cand["score"] - base["score"])))  # whole points; never "-0"
             cells.append({"score": cand["score"], "grade": cand["grade"], "delta": delta})
         rows.append({"category": cat, "n": base["n"], "cells": cells})
     return {"columns": columns, "rows": rows}

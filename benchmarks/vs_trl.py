@@ -16,11 +16,13 @@ What is timed, per optimizer step:
 - TRL: from `on_step_begin` to `on_step_end` of a `TrainerCallback`, i.e. `training_step` (policy forward
   with TRL's fused LM head, reference forward, loss and metrics, backward), gradient clipping,
   `optimizer.step()`, the scheduler and `zero_grad`. Collation happens before `on_step_begin` (not timed).
-- prefgate: `prefix_shared_logps` for the policy (layout and mask construction included) and, without
-  gradient, for the reference, `prefgate.losses.dpo`, the mean, backward, `clip_grad_norm_`, AdamW step
-  and `zero_grad`.
+- prefgate: the trainer's own optimizer step (`prefgate.train.loop._optimizer_step`, set up by `_set_up`
+  from a config as `prefgate train` does): collation and the prefix-shared layout, policy forward, reference
+  forward, loss and metrics, backward, gradient clipping, AdamW, the scheduler and `zero_grad`. Only the
+  example order is replaced (sequential). `--forward concatenated` times the same loop on TRL's layout.
 
-Reported per shape: pairs/s (median over rounds of pairs / summed step time) and the ratio, tokens/s (data
+Reported per shape: pairs/s (batch size / median step time over all rounds) and the ratio, the same per
+CPU-second of the process (`time.process_time`, insensitive to a neighbour's load), tokens/s (data
 tokens: 2P + |yw| + |yl| per pair, the same count for both), the tokens each side actually ran, peak RSS of
 the whole child process and the peak above the RSS at the first step (Linux `clear_refs`), peak CUDA memory
 on GPU, and both step-0 losses (the loss of the first batch before any update), which must agree.
@@ -144,52 +146,60 @@ def _sync(device) -> None:
 
 
 def run_prefgate(args) -> dict:
+    """The real trainer: `prefgate.train.loop` set up from a config, then its `_optimizer_step` timed step by step;
+    only the example order is changed (sequential, as TRL's here), nothing in the work of a step."""
     import torch
 
-    from prefgate.data import load_tokenizer, read_dataset
-    from prefgate.losses import LossType, dpo
-    from prefgate.train.batches import tokenize_dataset
-    from prefgate.train.model import load_causal_lm
-    from prefgate.train.prefix import build_layout, layout_logps, resolve_forward
+    from prefgate.config import load_train_config
+    from prefgate.train import loop
+    from prefgate.train.batches import collate
 
     device = torch.device(args.device)
-    tokenizer = load_tokenizer(args.model)
-    data = tokenize_dataset(read_dataset(args.data), tokenizer, LossType.DPO, max_length=4096, max_prompt_length=None)
-    policy = load_causal_lm(args.model).to(device).train()
-    reference = load_causal_lm(args.ref).to(device).eval().requires_grad_(False)
-    forward, why = resolve_forward(policy, "prefix_shared")
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=LR, weight_decay=0.0)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
-    times, cpu_times, loss0, ran, baseline = [], [], None, 0, 0.0
-    for step in range(args.steps + 1):
-        rows = data.rows[step * args.batch_size:(step + 1) * args.batch_size]
-        if step == 1:
+    overrides = {"model": {"name_or_path": args.model, "attn_implementation": args.attn},
+                 "data": {"train": args.data, "max_length": 4096},
+                 "loss": {"type": "dpo", "beta": BETA}, "reference": {"strategy": "model", "model": args.ref},
+                 "optim": {"lr": LR, "weight_decay": 0.0, "schedule": "constant", "warmup_steps": 0,
+                           "max_grad_norm": 1.0},
+                 "batch_size": args.batch_size, "max_steps": args.steps + 1, "precision": args.dtype, "seed": 0,
+                 "output_dir": str(Path(args.data).parent / "prefgate-out"), "memory_probe": False,
+                 "forward": args.forward, "pack_tokens": args.pack_tokens}
+    run = loop._set_up(load_train_config(None, [], **overrides), False, "benchmark: synthetic pairs", False)
+    run.schedule = Sequential(run.schedule.n_examples, args.batch_size, 1, 1, 0)
+    times, cpu_times, loss0, baseline = [], [], None, 0.0
+    for step in range(1, args.steps + 2):
+        if step == 2:
             baseline = _reset_peak_rss()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
         _sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
-        layout = build_layout(rows, pad_id=tokenizer.pad_token_id, pack_tokens=args.pack_tokens)
-        with autocast:
-            policy_logps = layout_logps(policy, layout)
-            with torch.no_grad():
-                reference_logps = layout_logps(reference, layout)
-            b = len(rows)
-            loss = dpo(policy_logps[:b], policy_logps[b:], reference_logps[:b], reference_logps[b:],
-                       beta=BETA).losses.mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        metrics = loop._optimizer_step(run, step)
         _sync(device)
-        if step == 0:
-            loss0 = float(loss.detach())
+        if step == 1:
+            loss0 = metrics["loss"]
         else:
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
-            ran += layout.n_tokens
-    return {"times": times, "cpu_times": cpu_times, "loss0": loss0, "ran_tokens": ran, "forward": f"{forward}: {why}",
-            **_memory(device, baseline)}
+    memory = _memory(device, baseline)
+    ran = 0
+    for step in range(2, args.steps + 2):  # the tokens the model ran (untimed)
+        batch = collate(run.train_data, run.schedule.micro_batches(step, 0)[0], pad_id=run.pad_id)
+        shared = run.forward.mode == "prefix_shared"
+        ran += batch.layout(args.pack_tokens).n_tokens if shared else batch.input_ids.numel()
+    return {"times": times, "cpu_times": cpu_times, "loss0": loss0, "ran_tokens": ran,
+            "forward": f"{run.forward.mode}: {run.forward.reason}", **memory}
+
+
+class Sequential:
+    """`loop.Schedule` with examples in file order, so both sides see the same batches."""
+
+    def __init__(self, n_examples, batch_size, grad_accumulation, processes, seed):
+        self.n_examples, self.batch_size, self.grad_accumulation = n_examples, batch_size, grad_accumulation
+        self.processes, self.seed, self.global_batch = processes, seed, batch_size
+        self.steps_per_epoch = n_examples // batch_size
+
+    def micro_batches(self, step: int, rank: int) -> list[list[int]]:
+        return [list(range((step - 1) * self.batch_size, step * self.batch_size))]
 
 
 # -- TRL side -----------------------------------------------------------------------------------------------
@@ -280,7 +290,7 @@ def run_trl(args) -> dict:
 def child(side: str, args, model: Path, ref: Path, data: Path, pack_tokens: int | None) -> dict:
     cmd = [sys.executable, __file__, "--child", side, "--model", str(model), "--ref", str(ref), "--data", str(data),
            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device,
-           "--dtype", args.dtype, "--threads", str(args.threads)]
+           "--dtype", args.dtype, "--threads", str(args.threads), "--attn", args.attn, "--forward", args.forward]
     if pack_tokens is not None:
         cmd += ["--pack-tokens", str(pack_tokens)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
@@ -304,15 +314,17 @@ def data_tokens(data: Path, steps: int, batch_size: int) -> tuple[int, int]:
     return concatenated, floor
 
 
-def summarise(name: str, runs: dict, tokens: int, pairs: int) -> dict:
+def summarise(name: str, runs: dict, tokens: int, pairs: int, batch_size: int) -> dict:
+    """Per side: rates from the median step time over every timed step of every round (the same batches on
+    both sides), so one step slowed by a neighbour on a shared machine does not move the figure; memory is
+    the worst round's."""
     out = {}
     for side, results in runs.items():
-        rates = [pairs / sum(r["times"]) for r in results]
-        cpu_rates = [pairs / sum(r["cpu_times"]) for r in results]
-        out[side] = {"pairs_per_s": statistics.median(rates), "tokens_per_s": statistics.median(rates) * tokens / pairs,
+        step = statistics.median(t for r in results for t in r["times"])
+        cpu_step = statistics.median(t for r in results for t in r["cpu_times"])
+        out[side] = {"pairs_per_s": batch_size / step, "tokens_per_s": batch_size / step * tokens / pairs,
+                     "pairs_per_cpu_s": batch_size / cpu_step, "median_step_s": step,
                      "ran_tokens": results[0]["ran_tokens"], "loss0": results[0]["loss0"],
-                     "pairs_per_cpu_s": statistics.median(cpu_rates),
-                     "median_step_s": statistics.median(t for r in results for t in r["times"]),
                      **{k: max(r[k] for r in results) for k in results[0] if k.endswith("_mb")}}
     return {"shape": name, **out}
 
@@ -355,6 +367,7 @@ def add_mfu(summary: dict, n_params: int, min_tokens_per_pair: float, peak_flops
 
 def main() -> None:
     args = parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, also into a file
     if args.child:
         import torch
 
@@ -376,7 +389,7 @@ def main() -> None:
               f"batch {args.batch_size} pairs, {args.steps} timed steps after 1 warm-up, {args.rounds} rounds A B, "
               f"{args.device} {args.dtype}, {args.threads} threads, pack_tokens {args.pack_tokens}")
         print(f"# machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
-        for name, shape in shapes.items():
+        for name, shape in ((k, v) for k, v in shapes.items() if k in args.shapes):
             data = tmp / f"{name}.jsonl"
             synth_pairs(data, (args.steps + 1) * args.batch_size, shape, config["vocab_size"], seed=0)
             runs = {"prefgate": [], "trl": []}
@@ -385,12 +398,15 @@ def main() -> None:
                 runs["trl"].append(child("trl", args, model, ref, data, None))
             pairs = args.steps * args.batch_size
             tokens, floor = data_tokens(data, args.steps, args.batch_size)
-            summary = summarise(name, runs, tokens, pairs)
+            summary = summarise(name, runs, tokens, pairs, args.batch_size)
             summary["loss0_float64"] = child("float64", args, model, ref, data, None)["loss0"]
             if args.device == "cuda":
                 add_mfu(summary, n_params, floor / pairs, args.peak_tflops * 1e12)
             print(f"# {runs['prefgate'][0]['forward']}")
             report(summary, args)
+            if args.json:
+                with open(args.json, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"summary": summary, "runs": runs}) + "\n")
 
 
 def parse_args():
@@ -400,7 +416,12 @@ def parse_args():
     p.add_argument("--steps", type=int, default=None, help="timed steps per run, after one warm-up (6; --quick 2)")
     p.add_argument("--rounds", type=int, default=None, help="A B rounds per data shape (2; --quick 1)")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--json", help="append each shape's summary and raw per-step times to this JSONL file")
+    p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES), help="data shapes to run")
+    p.add_argument("--attn", default="sdpa", help="prefgate's attn_implementation (flex_attention on GPU); TRL: sdpa")
     p.add_argument("--pack-tokens", type=int, default=None, help="prefgate: pack pairs into rows of this many tokens")
+    p.add_argument("--forward", choices=["prefix_shared", "concatenated", "auto"], default="prefix_shared",
+                   help="prefgate's forward (concatenated: the same loop on TRL's layout)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in each run (default: all)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")

@@ -126,6 +126,12 @@ class TrainConfig(Strict):
     diagnose_every: int | None = Field(None, ge=1, description="Log the chosen shift before/at/after the first "
                                        "differing token on a fixed sample of training pairs every N steps.")
     diagnose_pairs: int = Field(16, ge=1)
+    forward: Literal["auto", "concatenated", "prefix_shared"] = Field(
+        "auto", description="How a pair's log-probs are computed: 'prefix_shared' runs the prompt once for both "
+        "completions (docs/performance.md), 'concatenated' runs two padded rows as TRL does, 'auto' picks prefix "
+        "sharing where the model supports it and logs why not otherwise.")
+    pack_tokens: int | None = Field(None, ge=1, description="prefix-shared forward only: pack several pairs into "
+                                    "rows of at most this many tokens (worth it on GPU with flex_attention).")
 
     @field_validator("output_dir")
     @classmethod
@@ -138,6 +144,13 @@ class TrainConfig(Strict):
     def _reference_fits_loss(self) -> TrainConfig:
         if self.loss.type.needs_reference and self.reference.strategy == "none":
             raise ValueError(f"loss '{self.loss.type.value}' needs a reference; set reference.strategy")
+        return self
+
+    @model_validator(mode="after")
+    def _packing_fits(self) -> TrainConfig:
+        if self.pack_tokens is not None and self.forward == "concatenated":
+            raise ValueError("pack_tokens packs the prefix-shared layout; it has no effect with forward "
+                             "'concatenated' (set forward to 'auto' or 'prefix_shared', or drop pack_tokens)")
         return self
 
     @model_validator(mode="after")

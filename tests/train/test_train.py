@@ -63,14 +63,16 @@ def test_nan_guard_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tiny_dir
     import prefgate.train.step as step_module
 
     calls = {"n": 0}
-    real = step_module.forward_logps
+    real = step_module.Forward.logps
 
-    def poisoned(model, batch):  # the 4th forward returns a non-finite value
+    def poisoned(self, model, batch):  # the 4th policy forward (with gradients) returns a non-finite value
+        out = real(self, model, batch)
+        if not torch.is_grad_enabled():  # a reference or evaluation pass
+            return out
         calls["n"] += 1
-        out = real(model, batch)
         return out * float("nan") if calls["n"] == 4 else out
 
-    monkeypatch.setattr("prefgate.train.loop.forward_logps", poisoned)
+    monkeypatch.setattr(step_module.Forward, "logps", poisoned)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps(make_config(tiny_dir, pairs_file, tmp_path / "run", checkpoint_every=1,
                                           checkpoint_keep=5).model_dump(mode="json")))

@@ -13,7 +13,7 @@ Row `role` r of example i is row r * B + position; `ROLES[kind]` names them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -53,6 +53,9 @@ class Batch:
     lengths: torch.Tensor  # (R,) completion tokens per row, float32
     indices: list[int]  # dataset index of each of the B examples
     labels: torch.Tensor | None = None  # (B,) bool, KTO
+    rows: list[list[Row]] = field(default_factory=list, repr=False)  # rows[i][role], for the prefix-shared layout
+    pad_id: int = 0
+    _layouts: dict = field(default_factory=dict, repr=False, compare=False)  # pack_tokens -> Layout (on CPU)
 
     @property
     def size(self) -> int:
@@ -60,12 +63,22 @@ class Batch:
 
     @property
     def n_tokens(self) -> int:
+        """Tokens of the concatenated layout (padding excluded), whichever forward runs: throughput figures
+        of runs with either forward compare."""
         return int(self.attention_mask.sum())
+
+    def layout(self, pack_tokens: int | None):
+        """The prefix-shared layout of this batch, built once and shared by the policy and reference passes."""
+        if pack_tokens not in self._layouts:
+            from prefgate.train.prefix import build_layout
+
+            self._layouts[pack_tokens] = build_layout(self.rows, pad_id=self.pad_id, pack_tokens=pack_tokens)
+        return self._layouts[pack_tokens]
 
     def to(self, device) -> Batch:
         labels = None if self.labels is None else self.labels.to(device)
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device),
-                     self.lengths.to(device), self.indices, labels)
+                     self.lengths.to(device), self.indices, labels, self.rows, self.pad_id, self._layouts)
 
 
 def tokenize_dataset(ds: PreferenceDataset, tokenizer, loss_type: LossType, *, max_length: int,
@@ -132,4 +145,5 @@ def collate(data: TokenizedData, indices: list[int], *, pad_id: int) -> Batch:
     input_ids, attention_mask, loss_mask = pad_examples([p for p, _ in rows], [c for _, c in rows], pad_id=pad_id)
     lengths = loss_mask.sum(dim=1).to(torch.float32)
     labels = None if data.labels is None else torch.tensor([data.labels[i] for i in indices], dtype=torch.bool)
-    return Batch(input_ids, attention_mask, loss_mask, lengths, list(indices), labels)
+    return Batch(input_ids, attention_mask, loss_mask, lengths, list(indices), labels, [data.rows[i] for i in indices],
+                 pad_id)

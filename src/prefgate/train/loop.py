@@ -27,7 +27,7 @@ from prefgate.train.manifest import write_manifest
 from prefgate.train.model import load_policy
 from prefgate.train.monitors import CollapseMonitor, TrainingAborted, check_finite
 from prefgate.train.reference import build_reference
-from prefgate.train.step import Sums, batch_metrics, compute_batch_loss, forward_logps, means, merge_sums
+from prefgate.train.step import Forward, Sums, batch_metrics, compute_batch_loss, means, merge_sums
 
 
 @dataclass
@@ -118,14 +118,16 @@ def _peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _memory_probe(model, reference, data: TokenizedData, config: TrainConfig, device, pad_id: int) -> dict:
+def _memory_probe(run: _Run) -> dict:
     """Forward and backward on the largest possible micro-batch, so an OOM happens now, not in epoch 2."""
+    data, config, model, device = run.train_data, run.config, run.model, run.accelerator.device
     largest = sorted(range(len(data)), key=data.n_tokens, reverse=True)[: config.batch_size]
-    batch = collate(data, largest, pad_id=pad_id).to(device)
+    batch = collate(data, largest, pad_id=run.pad_id).to(device)
     rng = ckpt.rng_state()  # the probe must not change what the run does next
     try:
-        policy = forward_logps(model, batch)
-        out = compute_batch_loss(config.loss.type, config.loss.hyperparameters, policy, reference.logps(batch), batch)
+        policy = run.forward.logps(model, batch)
+        out = compute_batch_loss(config.loss.type, config.loss.hyperparameters, policy, run.reference.logps(batch),
+                                 batch)
         out.losses.sum().backward()
     except torch.OutOfMemoryError:
         raise TrainingAborted(f"step 0 memory probe: out of memory on the largest micro-batch ({batch.n_tokens} "
@@ -142,16 +144,18 @@ def _memory_probe(model, reference, data: TokenizedData, config: TrainConfig, de
 
 
 @torch.no_grad()
-def evaluate(model, reference, data: TokenizedData, config: TrainConfig, device, pad_id: int) -> dict[str, float]:
+def _evaluate(run: _Run) -> dict[str, float]:
+    """Loss, rewards and preference accuracy of the policy on the held-out pairs."""
     from prefgate.train.reference import eval_mode
 
+    data, config, model = run.eval_data, run.config, run.model
     sums: Sums = {}
     with eval_mode(model):
         for start in range(0, len(data), config.eval.batch_size):
             batch = collate(data, list(range(start, min(start + config.eval.batch_size, len(data)))),
-                            pad_id=pad_id).to(device)
-            policy = forward_logps(model, batch)
-            ref = reference.logps(batch)
+                            pad_id=run.pad_id).to(run.accelerator.device)
+            policy = run.forward.logps(model, batch)
+            ref = run.reference.eval.logps(batch)
             out = compute_batch_loss(config.loss.type, config.loss.hyperparameters, policy, ref, batch)
             merge_sums(sums, batch_metrics(config.loss.type, out, policy, ref, batch))
     return {f"eval/{k}": v for k, v in means(sums).items()}
@@ -160,17 +164,18 @@ def evaluate(model, reference, data: TokenizedData, config: TrainConfig, device,
 # -- the loop -----------------------------------------------------------------------------------------------
 
 
-def _train_step(model, reference, data, schedule, step, accelerator, config, pad_id) -> Sums:
+def _train_step(run: _Run, step: int) -> Sums:
     """Forward and backward over this process's micro-batches of `step`; returns local metric sums."""
+    accelerator, config, model, schedule = run.accelerator, run.config, run.model, run.schedule
     sums: Sums = {}
     micro = schedule.micro_batches(step, accelerator.process_index)
     per_process = schedule.batch_size * schedule.grad_accumulation
     for a, indices in enumerate(micro):
-        batch = collate(data, indices, pad_id=pad_id).to(accelerator.device)
+        batch = collate(run.train_data, indices, pad_id=run.pad_id).to(accelerator.device)
         sync = accelerator.no_sync(model) if a < len(micro) - 1 else _nullcontext()
         with sync, accelerator.autocast():
-            policy = forward_logps(model, batch)
-            ref = reference.logps(batch)
+            policy = run.forward.logps(model, batch)
+            ref = run.reference.logps(batch)
             out = compute_batch_loss(config.loss.type, config.loss.hyperparameters, policy, ref, batch)
         loss = out.losses.sum() / per_process
         check_finite(step, loss=float(loss.detach()))
@@ -215,6 +220,7 @@ class _Run:
     audit: dict
     schedule: Schedule
     total_steps: int
+    forward: Forward = None
     model: object = None
     unwrapped: object = None
     reference: object = None
@@ -237,7 +243,7 @@ def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | 
         write_manifest(run.run_dir, config=config, status=status, reason=reason, steps=step, train_ds=run.train_ds,
                        eval_ds=run.eval_ds, audit=run.audit, artifacts=artifacts, final_metrics=metrics,
                        extra={"memory_probe": run.probe, "reference": run.reference.describe(),
-                              "processes": run.accelerator.num_processes})
+                              "forward": run.forward.describe(), "processes": run.accelerator.num_processes})
     run.accelerator.end_training()  # 4. clean up
     return RunResult(run.run_dir, status, step, metrics, reason)
 
@@ -272,8 +278,10 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
                audit, schedule, total_steps)
 
     model = load_policy(config).to(accelerator.device)
+    run.forward = Forward.resolve(model, config.forward, config.pack_tokens)
+    log.note(f"forward: {run.forward.reason}")
     run.reference = build_reference(config, model, train_data, eval_data, tokenizer, train_ds, eval_ds,
-                                    device=accelerator.device, pad_id=pad_id)
+                                    device=accelerator.device, pad_id=pad_id, forward=run.forward)
     run.shift_probe = _shift_probe(config, run.reference, model, train_data, pad_id)  # while weights are initial
     optimizer, run.scheduler = _optimizer_and_scheduler(model, config, total_steps)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
@@ -305,8 +313,7 @@ def _resume_or_probe(run: _Run, resume: bool) -> None:
         run.log.truncate_metrics(run.start_step)
         run.log.note(f"resumed from {latest} (step {run.start_step})")
     elif run.config.memory_probe:
-        run.probe = _memory_probe(run.model, run.reference, run.train_data, run.config, run.accelerator.device,
-                                  run.pad_id)
+        run.probe = _memory_probe(run)
         run.log.note(f"memory probe: largest micro-batch {run.probe['probe_tokens']} tokens, peak "
                      f"{run.probe['peak_memory_mb']} MB ({run.probe['memory_kind']})")
 
@@ -346,8 +353,7 @@ def _train_loop(run: _Run) -> tuple[str, str | None, int, dict]:
 def _optimizer_step(run: _Run, step: int) -> dict:
     """One optimizer step over the global batch; returns its metrics (mean over the global batch)."""
     t0 = time.perf_counter()
-    sums = _reduce(run.accelerator, _train_step(run.model, run.reference, run.train_data, run.schedule, step,
-                                                run.accelerator, run.config, run.pad_id))
+    sums = _reduce(run.accelerator, _train_step(run, step))
     grad_norm = _clip(run.accelerator, run.model, run.config.optim.max_grad_norm)
     check_finite(step, grad_norm=grad_norm)  # before the optimizer touches the weights
     lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
@@ -372,7 +378,7 @@ def _maybe_evaluate(step: int, run: _Run, metrics: dict) -> bool:
     every, config = run.config.eval.every, run.config
     if run.eval_data is None or not (every and (step % every == 0 or step == run.total_steps)):
         return False
-    result = evaluate(run.model, run.reference.eval, run.eval_data, config, run.accelerator.device, run.pad_id)
+    result = _evaluate(run)
     metrics.update(result)
     accuracy = result.get("eval/rewards/accuracies")
     patience, state = config.eval.early_stopping_patience, run.loop_state

@@ -8,7 +8,9 @@
   hashing the reference model's identity, the data fingerprint, the tokenizer and the length limits; a
   later run with the same inputs reuses it, and a changed input gives a new key.
 
-Every reference forward runs in eval mode (no dropout) and without gradients.
+Every reference forward runs in eval mode (no dropout) and without gradients, on the same forward path as the
+policy (`forward: concatenated | prefix_shared`, see `step.Forward`), the precomputed pass included; a
+reference model of its own resolves `forward: auto` for itself.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from prefgate.train.batches import Batch, TokenizedData, collate
-from prefgate.train.step import forward_logps
+from prefgate.train.step import CONCATENATED, Forward
 
 
 @contextlib.contextmanager
@@ -49,16 +51,17 @@ class ModelReference:
 
     kind = "model"
 
-    def __init__(self, model):
+    def __init__(self, model, forward: Forward = CONCATENATED):
         self.model = model.eval().requires_grad_(False)
+        self.forward = forward
 
     @torch.no_grad()
     def logps(self, batch: Batch) -> torch.Tensor:
-        return forward_logps(self.model, batch)
+        return self.forward.logps(self.model, batch)
 
     @classmethod
-    def frozen_copy(cls, model) -> ModelReference:
-        return cls(copy.deepcopy(model))
+    def frozen_copy(cls, model, forward: Forward = CONCATENATED) -> ModelReference:
+        return cls(copy.deepcopy(model), forward)
 
 
 class AdapterDisabledReference:
@@ -66,13 +69,14 @@ class AdapterDisabledReference:
 
     kind = "adapter-disabled"
 
-    def __init__(self, peft_model):
+    def __init__(self, peft_model, forward: Forward = CONCATENATED):
         self.model = peft_model
+        self.forward = forward
 
     @torch.no_grad()
     def logps(self, batch: Batch) -> torch.Tensor:
         with self.model.disable_adapter(), eval_mode(self.model):
-            return forward_logps(self.model, batch)
+            return self.forward.logps(self.model, batch)
 
 
 class CachedReference:
@@ -111,9 +115,11 @@ def tokenizer_identity(tokenizer) -> str:
 
 
 def cache_key(*, model: dict, data_fingerprint: str, tokenizer: str, max_length: int,
-              max_prompt_length: int | None, loss_rows: str) -> str:
+              max_prompt_length: int | None, loss_rows: str, forward: str = "concatenated") -> str:
     payload = {"model": model, "data": data_fingerprint, "tokenizer": tokenizer, "max_length": max_length,
                "max_prompt_length": max_prompt_length, "rows": loss_rows, "format": 1}
+    if forward != "concatenated":  # keys of caches written before the prefix-shared forward stay valid
+        payload["forward"] = forward
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -162,42 +168,47 @@ class References:
         return {"strategy": self.strategy, **self.detail}
 
 
-def _live_source(config, model, device):
-    """The live reference a strategy implies: another model, the adapter-disabled policy, or a frozen copy."""
+def _live_source(config, model, device, forward: Forward):
+    """The live reference a strategy implies: another model (its own `forward: auto` resolution), the
+    adapter-disabled policy or a frozen copy (the policy's forward)."""
     from prefgate.train.model import load_causal_lm
 
     if config.reference.model:
         ref = load_causal_lm(config.reference.model, trust_remote_code=config.model.trust_remote_code,
-                             what="reference model")
-        return ModelReference(ref.to(device)), config.reference.model
+                             what="reference model").to(device)
+        return ModelReference(ref, Forward.resolve(ref, config.forward, config.pack_tokens)), config.reference.model
     if config.lora is not None:
-        return AdapterDisabledReference(model), config.model.name_or_path
-    return ModelReference.frozen_copy(model), config.model.name_or_path
+        return AdapterDisabledReference(model, forward), config.model.name_or_path
+    return ModelReference.frozen_copy(model, forward), config.model.name_or_path
 
 
 def build_reference(config, model, train_data: TokenizedData, eval_data: TokenizedData | None, tokenizer,
-                    train_ds, eval_ds, *, device, pad_id: int) -> References:
-    """Pick the reference per `config.reference.strategy` and the loss type (see the module docstring)."""
+                    train_ds, eval_ds, *, device, pad_id: int, forward: Forward = CONCATENATED) -> References:
+    """Pick the reference per `config.reference.strategy` and the loss type (see the module docstring);
+    `forward` is the policy's."""
     strategy = config.reference.strategy
     if not config.loss.type.needs_reference or strategy == "none":
         none = NoReference()
         return References(none, none, "none", {})
-    source, identity_of = _live_source(config, model, device)
+    source, identity_of = _live_source(config, model, device, forward)
     if strategy != "precomputed":
-        return References(source, source, strategy, {"kind": source.kind, "model": identity_of})
+        return References(source, source, strategy, {"kind": source.kind, "model": identity_of,
+                                                     "forward": source.forward.mode})
     cache_dir = Path(config.reference.cache_dir or Path(os.environ.get("PREFGATE_HOME", ".prefgate")) / "cache"
                      / "reference")
     common = {"model": model_identity(identity_of, getattr(source, "model", None)),
               "tokenizer": tokenizer_identity(tokenizer), "max_length": config.data.max_length,
               "max_prompt_length": config.data.max_prompt_length,
-              "loss_rows": f"{'paired' if config.loss.type.paired else config.loss.type.value}:{train_data.n_roles}"}
+              "loss_rows": f"{'paired' if config.loss.type.paired else config.loss.type.value}:{train_data.n_roles}",
+              "forward": source.forward.key}
     tables = {}
     for name, data, ds in (("train", train_data, train_ds), ("eval", eval_data, eval_ds)):
         if data is not None:
             key = cache_key(data_fingerprint=ds.fingerprint, **common)
             tables[name] = cached_reference(source, data, key, cache_dir, pad_id=pad_id,
                                             batch_size=config.eval.batch_size, device=device)
+    forward_mode = source.forward.mode
     del source  # a frozen copy is no longer needed: that is the point of precomputing
     detail = {"cache": {name: {"path": str(t.path), "reused": t.reused} for name, t in tables.items()},
-              "model": identity_of}
+              "model": identity_of, "forward": forward_mode}
     return References(tables["train"], tables.get("eval", NoReference()), "precomputed", detail)

@@ -10,6 +10,7 @@ Metrics are returned as (sum, count) pairs so micro-batches and processes can be
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,12 +18,45 @@ import torch
 from prefgate.losses import LossOutput, LossType, compute_loss, kto_kl_estimate
 from prefgate.train.batches import Batch
 from prefgate.train.logps import sequence_logps
+from prefgate.train.prefix import layout_logps, resolve_forward
 
 Sums = dict[str, tuple[float, float]]  # metric -> (sum, count)
 
 
+@dataclass(frozen=True)
+class Forward:
+    """How a model turns a batch into per-row log-probs: `concatenated` (2B padded rows, the prompt twice) or
+    `prefix_shared` (each prompt once, `prefgate.train.prefix`); both return the same (R,) contract."""
+
+    mode: str = "concatenated"
+    pack_tokens: int | None = None
+    reason: str = "concatenated (configured)"
+
+    @classmethod
+    def resolve(cls, model, mode: str, pack_tokens: int | None = None) -> Forward:
+        """`forward: auto | concatenated | prefix_shared` for this model (see `prefix.resolve_forward`)."""
+        chosen, reason = resolve_forward(model, mode)
+        return cls(chosen, pack_tokens if chosen == "prefix_shared" else None, reason)
+
+    @property
+    def key(self) -> str:
+        """What a precomputed reference depends on (the layout changes float rounding, not values)."""
+        return self.mode if self.pack_tokens is None else f"{self.mode}:pack={self.pack_tokens}"
+
+    def describe(self) -> dict:
+        return {"mode": self.mode, "pack_tokens": self.pack_tokens, "reason": self.reason}
+
+    def logps(self, model, batch: Batch) -> torch.Tensor:
+        if self.mode == "prefix_shared":
+            return layout_logps(model, batch.layout(self.pack_tokens))
+        return forward_logps(model, batch)
+
+
+CONCATENATED = Forward()
+
+
 def forward_logps(model, batch: Batch) -> torch.Tensor:
-    """Summed completion log-prob of every row, float32 (R,); differentiable."""
+    """The concatenated forward: summed completion log-prob of every row, float32 (R,); differentiable."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
     logps, _ = sequence_logps(logits, batch.input_ids, batch.loss_mask)
     return logps

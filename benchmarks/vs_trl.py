@@ -7,7 +7,8 @@
 One invocation builds, with a fixed seed, a randomly initialised Llama-style policy and a second one as the
 frozen reference (another seed, so the step-0 loss is not the trivial log 2), a word-level tokenizer (one
 word = one token, so lengths are exact), and synthetic pairs of variable length for two data shapes:
-prompt-heavy (P:C = 3:1) and completion-heavy (1:3). Each run happens in a fresh subprocess, alternating
+prompt-heavy (P:C = 3:1) and completion-heavy (1:3) (`--shapes long-1024` adds rows of exactly 1024 tokens,
+for the memory comparison). Each run happens in a fresh subprocess, alternating
 prefgate and TRL (A B A B ...), so neither pollutes the other's memory figures, and each processes the same
 pairs in the same order (TRL with `train_sampling_strategy="sequential"`), with the same batch size, AdamW,
 learning rate, constant schedule, gradient clipping at 1.0, one untimed warm-up step, then `--steps` timed.
@@ -54,7 +55,9 @@ CONFIGS = {  # Llama-style; parameters include both embedding matrices
 SHAPES = {  # name: (prompt length range, completion length range), each drawn uniformly per pair and side
     "prompt-heavy": ((256, 512), (64, 192)),
     "completion-heavy": ((64, 192), (256, 512)),
+    "long-1024": ((638, 638), (384, 384)),  # every row exactly 1024 tokens (BOS, EOS): the memory comparison
 }
+DEFAULT_SHAPES = ["prompt-heavy", "completion-heavy"]
 QUICK_SHAPES = {"prompt-heavy": ((24, 72), (8, 24)), "completion-heavy": ((8, 24), (24, 72))}
 BETA, LR = 0.1, 1e-6
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -417,7 +420,8 @@ def parse_args():
     p.add_argument("--rounds", type=int, default=None, help="A B rounds per data shape (2; --quick 1)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--json", help="append each shape's summary and raw per-step times to this JSONL file")
-    p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES), help="data shapes to run")
+    p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=DEFAULT_SHAPES,
+                   help="data shapes to run (default: prompt-heavy completion-heavy)")
     p.add_argument("--attn", default="sdpa", help="prefgate's attn_implementation (flex_attention on GPU); TRL: sdpa")
     p.add_argument("--pack-tokens", type=int, default=None, help="prefgate: pack pairs into rows of this many tokens")
     p.add_argument("--forward", choices=["prefix_shared", "concatenated", "auto"], default="prefix_shared",

@@ -70,6 +70,7 @@ def test_two_processes_match_one_at_the_same_global_batch(tiny_dir, pairs_file, 
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["processes"] == 2
+    assert manifest["forward"]["mode"] == "prefix_shared"  # DDP around the prefix-shared forward and chunked head
     l1, l2 = losses(one.run_dir), losses(tmp_path / "two")
     assert len(l1) == len(l2) == 5
     assert max(abs(x - y) for x, y in zip(l1, l2, strict=True)) < 1e-4

@@ -2,10 +2,11 @@
 
 The peer, measured in the same run on the same model, data, batch and optimizer, is the floor: a
 hand-written loop doing only the concatenated forward, the DPO loss, backward and AdamW step, with no
-reference model (prefgate's run uses a frozen reference copy, logging, metrics and the memory probe).
-Each side runs in its own subprocess, so peak RSS is its own.
+reference model (prefgate's run uses a frozen reference copy, logging, metrics and the memory probe, and
+its `forward`: `auto`, i.e. prefix-shared, by default). Each side runs in its own subprocess, so peak RSS
+is its own.
 
-    .venv/bin/python benchmarks/train_step.py [--steps 30] [--hidden 256] [--layers 4]
+    .venv/bin/python benchmarks/train_step.py [--steps 30] [--hidden 256] [--layers 4] [--forward concatenated]
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ def make_data(path: Path, n: int, seed: int = 0) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
-def run_prefgate(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict:
+def run_prefgate(model_dir: str, data: str, out: str, steps: int, batch: int, forward: str) -> dict:
     from prefgate.config import load_train_config
     from prefgate.train.loop import train
 
     cfg = load_train_config(None, [], model={"name_or_path": model_dir}, data={"train": data, "max_length": 256},
-                            batch_size=batch, max_steps=steps, output_dir=out, optim={"lr": 1e-4})
+                            batch_size=batch, max_steps=steps, output_dir=out, optim={"lr": 1e-4}, forward=forward)
     t0 = time.perf_counter()
     train(cfg, show_progress=False)
     wall = time.perf_counter() - t0
@@ -48,7 +49,8 @@ def run_prefgate(model_dir: str, data: str, out: str, steps: int, batch: int) ->
     return {"pairs_per_s": sum(r["pairs_per_s"] for r in rows) / len(rows), "wall_s": wall}
 
 
-def run_bare(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict:
+def run_bare(model_dir: str, data: str, out: str, steps: int, batch: int, forward: str) -> dict:
+    """The floor: the concatenated forward whatever `forward` says, no reference, no metrics."""
     import torch
 
     from prefgate.data import load_tokenizer, read_dataset
@@ -78,7 +80,7 @@ def run_bare(model_dir: str, data: str, out: str, steps: int, batch: int) -> dic
 
 def child(kind: str, args: list[str]) -> None:
     fn = {"prefgate": run_prefgate, "bare": run_bare}[kind]
-    result = fn(args[0], args[1], args[2], int(args[3]), int(args[4]))
+    result = fn(args[0], args[1], args[2], int(args[3]), int(args[4]), args[5])
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -92,6 +94,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--forward", choices=["auto", "concatenated", "prefix_shared"], default="auto",
+                        help="prefgate's forward (the bare loop always runs the concatenated one)")
     args = parser.parse_args()
     from prefgate.tiny import tiny_llama, tiny_tokenizer
 
@@ -105,13 +109,13 @@ def main() -> None:
         results = {}
         for kind in ("bare", "prefgate", "bare", "prefgate"):  # alternate, keep the second of each
             cmd = [sys.executable, __file__, "--child", kind, f"{tmp}/model", f"{tmp}/pairs.jsonl", f"{tmp}/run-{kind}",
-                   str(args.steps), str(args.batch)]
+                   str(args.steps), str(args.batch), args.forward]
             subprocess.run(["rm", "-rf", f"{tmp}/run-{kind}"], check=True)
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
     p, b = results["prefgate"], results["bare"]
     print(f"model: Llama hidden {args.hidden}, {args.layers} layers, {n_params / 1e6:.2f}M params; batch {args.batch} "
-          f"pairs, max_length 256, {args.steps} steps, fp32, CPU")
+          f"pairs, max_length 256, {args.steps} steps, fp32, CPU; prefgate forward: {args.forward}")
     print(f"  prefgate train : {p['pairs_per_s']:7.1f} pairs/s  peak RSS {p['peak_rss_mb']:6.0f} MB  "
           f"(wall {p['wall_s']:.1f} s incl. set-up)")
     print(f"  bare loop      : {b['pairs_per_s']:7.1f} pairs/s  peak RSS {b['peak_rss_mb']:6.0f} MB  (no reference)")

@@ -49,6 +49,8 @@ CONFIGS = {  # Llama-style; parameters include both embedding matrices
               "num_key_value_heads": 4, "vocab_size": 8000},
     "55m": {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 8, "num_attention_heads": 8,
             "num_key_value_heads": 8, "vocab_size": 32000},
+    "55m-152k": {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 8, "num_attention_heads": 8,
+                 "num_key_value_heads": 8, "vocab_size": 151936},  # the 55m body with Qwen2's vocabulary: 181M
     "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
              "num_key_value_heads": 2, "vocab_size": 151936},
 }

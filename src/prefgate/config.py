@@ -36,6 +36,9 @@ class DataConfig(Strict):
     max_length: int = Field(1024, ge=2)
     max_prompt_length: int | None = Field(None, ge=1)
     skip_invalid: bool = False
+    labels: str | None = Field(None, description="Human labels of a sample of the training pairs ({id, preferred, "
+                               "rater} JSONL, as `prefgate label` writes): the pre-training audit checks the pairs' "
+                               "labels against them and stops below 80% agreement.")
 
 
 class LossConfig(Strict):

@@ -77,17 +77,29 @@ def _check_output_dir(run_dir: Path, resume: bool) -> None:
                          where=str(run_dir))
 
 
-def _audit_gate(ds: PreferenceDataset, allow_audit_fail: str | None) -> dict:
-    """The text-level audit on the training data; a `fail` verdict stops here unless overridden."""
-    try:
-        from prefgate.audit import run_audit
-    except ImportError:  # the audit stage is not installed in this build
+def _audit_gate(config: TrainConfig, train_ds: PreferenceDataset, eval_ds: PreferenceDataset | None, tokenizer,
+                allow_audit_fail: str | None) -> dict:
+    """`prefgate audit` on the training pairs with what the trainer knows: the eval set (leakage), the tokenizer
+    and max_length (truncation, one-sided included) and `data.labels` (agreement of the labels with a human
+    sample, the 80% rule). A `fail` verdict stops here unless overridden."""
+    from prefgate.audit import run_audit
+
+    if not train_ds.paired:
         return {"verdict": None, "override_reason": None}
-    verdict = run_audit(ds)["verdict"] if ds.paired else None
+    labels = config.data.labels
+    report = run_audit(train_ds, eval_dataset=eval_ds if eval_ds is not None and eval_ds.paired else None,
+                       labels=labels, tokenizer=tokenizer, max_length=config.data.max_length)
+    by_status = {s: [c["id"] for c in report["checks"] if c["status"] == s] for s in ("fail", "warn")}
+    verdict = report["verdict"]
     if verdict == "fail" and not allow_audit_fail:
-        raise TrainingAborted(f"the audit of {ds.source} says fail; run `prefgate audit {ds.source}` to see why, "
-                              "or pass --allow-audit-fail REASON to train anyway")
-    return {"verdict": verdict, "override_reason": allow_audit_fail if verdict == "fail" else None}
+        flags = {"--eval": config.data.eval, "--labels": labels,
+                 "--tokenizer": config.model.tokenizer or config.model.name_or_path,
+                 "--max-length": config.data.max_length}
+        command = " ".join(["prefgate audit", train_ds.source, *(f"{k} {v}" for k, v in flags.items() if v)])
+        raise TrainingAborted(f"the audit of {train_ds.source} fails on {', '.join(by_status['fail'])}; run "
+                              f"`{command}` to see why, or pass --allow-audit-fail REASON to train anyway")
+    return {"verdict": verdict, "failed": by_status["fail"], "warned": by_status["warn"], "labels": labels,
+            "override_reason": allow_audit_fail if verdict == "fail" else None}
 
 
 def _load_data(config: TrainConfig, tokenizer, loss_type: LossType):
@@ -267,7 +279,7 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     train_ds, eval_ds, train_data, eval_data = _load_data(config, tokenizer, config.loss.type)
     log.note(f"train: {len(train_ds)} records, fingerprint {train_ds.fingerprint[:16]}; {train_data.truncated} cut "
              f"by max_length {config.data.max_length} ({train_data.asymmetric} on one side only)")
-    audit = _audit_gate(train_ds, allow_audit_fail)
+    audit = _audit_gate(config, train_ds, eval_ds, tokenizer, allow_audit_fail)
     schedule = Schedule(len(train_data), config.batch_size, config.grad_accumulation, accelerator.num_processes,
                         config.seed)
     if schedule.steps_per_epoch == 0:

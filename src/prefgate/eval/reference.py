@@ -69,6 +69,30 @@ def mean_kl(policy: Any, reference: Any, prompts: Sequence[list[int]], completio
             "mean_per_sequence": float(total.mean())}
 
 
+@torch.no_grad()
+def pair_logps(model: Any, prompts: Sequence[list[int]], chosen: Sequence[list[int]], rejected: Sequence[list[int]],
+               *, pad_id: int = 0, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed chosen and rejected log-probs of every pair, float32 (N,) each on the CPU, with each prompt computed
+    once where the model supports the prefix-shared forward (the trainer's `forward: auto`), else two padded
+    rows per pair; the two agree within float32 rounding."""
+    from prefgate.train.prefix import prefix_shared_logps, supports_prefix_sharing
+
+    if not supports_prefix_sharing(model)[0]:
+        return (completion_logps(model, prompts, chosen, pad_id=pad_id, batch_size=batch_size)[0],
+                completion_logps(model, prompts, rejected, pad_id=pad_id, batch_size=batch_size)[0])
+    out_chosen, out_rejected = [], []
+    for start in range(0, len(prompts), batch_size):
+        end = start + batch_size
+        rows = [[(p, c), (p, r)] for p, c, r in zip(prompts[start:end], chosen[start:end], rejected[start:end],
+                                                       strict=True)]
+        logps = prefix_shared_logps(model, rows, pad_id=pad_id).cpu()
+        out_chosen.append(logps[:len(rows)])
+        out_rejected.append(logps[len(rows):])
+    if not out_chosen:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(out_chosen), torch.cat(out_rejected)
+
+
 def preference_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs_path: str, *, beta: float = 0.1,
                         batch_size: int = 8, max_length: int | None = None) -> dict[str, Any]:
     """The `preference` block of an eval report: implicit-reward accuracy on a held-out pairs file."""
@@ -83,12 +107,10 @@ def preference_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs_path:
     prompts = [p.prompt_ids for p in pairs]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def logps(model, completions):
-        return completion_logps(model, prompts, completions, pad_id=pad_id, batch_size=batch_size)[0]
-
     chosen, rejected = [p.chosen_ids for p in pairs], [p.rejected_ids for p in pairs]
-    policy_chosen_logps, policy_rejected_logps = logps(policy, chosen), logps(policy, rejected)
-    reference_chosen_logps, reference_rejected_logps = logps(reference, chosen), logps(reference, rejected)
+    kwargs = {"pad_id": pad_id, "batch_size": batch_size}
+    policy_chosen_logps, policy_rejected_logps = pair_logps(policy, prompts, chosen, rejected, **kwargs)
+    reference_chosen_logps, reference_rejected_logps = pair_logps(reference, prompts, chosen, rejected, **kwargs)
     chosen_logratios = policy_chosen_logps - reference_chosen_logps
     rejected_logratios = policy_rejected_logps - reference_rejected_logps
     margins = beta * (chosen_logratios - rejected_logratios)

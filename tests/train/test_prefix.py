@@ -244,6 +244,23 @@ def test_supported_models_pass_the_probe():
         assert ok, reason
 
 
+@pytest.mark.parametrize("pack_tokens", [None, 64])
+def test_the_flex_attention_block_mask_follows_the_same_rule_as_the_dense_mask(pack_tokens):
+    """The GPU path's `BlockMask`, evaluated element by element, equals the sdpa mask the equivalence tests
+    use. (Running flex attention itself needs a GPU for the backward, and on CPU goes through inductor's C++
+    code generation, so it is not run here.)"""
+    from torch.nn.attention.flex_attention import create_mask
+
+    layout = build_layout(pairs(seed=4), pad_id=PAD, pack_tokens=pack_tokens)
+    rows, width = layout.segment.shape
+    block_mask = prefix.attention_mask(layout, "flex_attention", torch.float32)
+    dense = create_mask(block_mask.mask_mod, rows, None, width, width, device="cpu")
+    assert torch.equal(dense[:, 0], prefix._allowed(layout))
+    model = tiny("llama", attn="flex_attention")
+    ok, reason = supports_prefix_sharing(model)
+    assert not ok and "flex_attention has no backward on CPU" in reason
+
+
 def test_unsupported_attention_and_sliding_windows_are_detected():
     model = tiny("llama")
     model.config._attn_implementation = "flash_attention_2"

@@ -2,13 +2,15 @@
 
 A batch is a set of rows (prompt + completion) sharing one forward pass; which rows depends on the loss:
 
-- paired losses: B chosen rows, then B rejected rows (one concatenated forward, as DPO does);
+- paired losses: B chosen rows, then B rejected rows;
 - sft:           B rows, the chosen completion (paired data) or the completion (unpaired data);
 - kto:           B completion rows, then B mismatched rows for the KL estimate: prompt i with the
                  completion of example (i + 1) mod N of the whole dataset, so the mismatch does not depend
                  on how examples are batched (and a reference cache can hold it).
 
-Row `role` r of example i is row r * B + position; `ROLES[kind]` names them.
+Row `role` r of example i is row r * B + position. A `Batch` holds them padded (the concatenated forward)
+and as token lists, from which the prefix-shared forward lays out one sequence per example (the rows of an
+example share its prompt; `prefgate.train.prefix`); both forwards return log-probs in this row order.
 """
 
 from __future__ import annotations

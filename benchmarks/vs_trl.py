@@ -60,6 +60,8 @@ SHAPES = {  # name: (prompt length range, completion length range), each drawn u
     "long-1024": ((638, 638), (384, 384)),  # every row exactly 1024 tokens (BOS, EOS): the memory comparison
 }
 DEFAULT_SHAPES = ["prompt-heavy", "completion-heavy"]
+TARGETS = {("prompt-heavy", "cpu"): 1.5, ("completion-heavy", "cpu"): 1.2,  # pairs/s ratio, with memory <= TRL
+           ("prompt-heavy", "cuda"): 1.3, ("completion-heavy", "cuda"): 1.3}
 QUICK_SHAPES = {"prompt-heavy": ((24, 72), (8, 24)), "completion-heavy": ((8, 24), (24, 72))}
 BETA, LR = 0.1, 1e-6
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -359,6 +361,12 @@ def report(summary: dict, args) -> None:
               f"|TRL - it| {abs(b['loss0'] - exact):.1e}")
     if "mfu" in a:
         print(f"{'MFU (8 x params x min tokens)':28}{a['mfu']:>14.1%}{b['mfu']:>14.1%}")
+    target = TARGETS.get((summary["shape"], args.device))
+    if target is not None:
+        speed, memory = a["pairs_per_s"] / b["pairs_per_s"], a["peak_rss_mb"] / b["peak_rss_mb"]
+        verdict = "pass" if speed >= target and memory <= 1.0 else "MISS"
+        print(f"{'target (issue 9)':28}pairs/s >= {target}x TRL and peak RSS <= TRL: {verdict} "
+              f"({speed:.2f}x, {memory:.2f}x)")
 
 
 def add_mfu(summary: dict, n_params: int, min_tokens_per_pair: float, peak_flops: float) -> None:

@@ -36,6 +36,7 @@ import torch
 from prefgate import __version__
 from prefgate.errors import InputError
 from prefgate.train.logps import pad_examples
+from prefgate.train.model import eval_mode
 
 __all__ = [
     "DIAGNOSE_VERSION", "EDIT_DISTANCE_EDGES", "SEGMENTS", "ShiftProbe", "diagnose", "diagnose_html", "diagnose_paths",
@@ -215,7 +216,7 @@ def diagnose(policy, reference, dataset, tokenizer, max_length: int | None = 102
     prompts = [p.prompt_ids for p in pairs] * 2  # rows 0..n-1 chosen, n..2n-1 rejected
     completions = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
     kwargs = {"pad_id": _pad_id(tokenizer), "batch_size": batch_size}
-    with _eval_mode(policy), _eval_mode(reference):
+    with eval_mode(policy), eval_mode(reference):
         policy_logps = token_logps(policy, prompts, completions, **kwargs)
         reference_logps = token_logps(reference, prompts, completions, **kwargs)
     n = len(pairs)
@@ -243,16 +244,6 @@ def diagnose_paths(model: str, reference: str, pairs: str, *, max_length: int | 
     ref = load_model(reference, dtype=dtype, device=device)
     return diagnose(policy.model, ref.model, dataset, policy.tokenizer, max_length, batch_size=batch_size,
                     policy_info=policy.info, reference_info=ref.info)
-
-
-@contextlib.contextmanager
-def _eval_mode(model):
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -294,14 +285,14 @@ class ShiftProbe:
         sample = sorted(random.Random(seed).sample(pool, min(n_pairs, len(pool))))
         prompts, chosen, firsts = [prompts[i] for i in sample], [chosen[i] for i in sample], [firsts[i] for i in sample]
         model, context = _reference_model(reference)
-        with context, _eval_mode(model):
+        with context, eval_mode(model):
             ref_logps = token_logps(model, prompts, chosen, pad_id=pad_id, batch_size=batch_size)
         return cls(prompts, chosen, firsts, ref_logps, pad_id, batch_size)
 
     def measure(self, policy) -> dict[str, float]:
         """The sample's mean chosen shift per segment, by metric name; a segment no sampled pair has is left
         out. Eval mode and no gradient during the measure; the model's mode is restored."""
-        with _eval_mode(policy):
+        with eval_mode(policy):
             logps = token_logps(policy, self.prompt_ids, self.chosen_ids, pad_id=self.pad_id,
                                 batch_size=self.batch_size)
         rows = [segment_means([p - r for p, r in zip(pol, ref, strict=True)], index)

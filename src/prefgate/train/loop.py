@@ -158,7 +158,7 @@ def _memory_probe(run: _Run) -> dict:
 @torch.no_grad()
 def _evaluate(run: _Run) -> dict[str, float]:
     """Loss, rewards and preference accuracy of the policy on the held-out pairs."""
-    from prefgate.train.reference import eval_mode
+    from prefgate.train.model import eval_mode
 
     data, config, model = run.eval_data, run.config, run.model
     sums: Sums = {}

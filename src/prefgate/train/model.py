@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 
 from prefgate.config import LoraConfig, TrainConfig
 from prefgate.errors import InputError
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """`model` in eval mode (no dropout) inside the block, its previous mode restored after; yields the model."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def load_causal_lm(name_or_path: str, *, trust_remote_code: bool = False, attn_implementation: str | None = None,

@@ -32,7 +32,6 @@ Shapes: B = examples, R = layout rows, L = row width, N = scored completion toke
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import weakref
@@ -43,6 +42,7 @@ import torch
 
 from prefgate.train.chunked import chunked_target_logps
 from prefgate.train.logps import pad_examples, sequence_logps
+from prefgate.train.model import eval_mode
 
 __all__ = ["FORWARD_MODES", "Layout", "build_layout", "layout_logps", "prefix_shared_logps", "resolve_forward",
            "supports_prefix_sharing"]
@@ -323,16 +323,6 @@ def _static_reason(hf) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _eval_mode(model):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _probe_rows(vocab_size: int) -> list[list[Row]]:
     """Three pairs of varied lengths (one chosen of a single token) from a fixed generator."""
     gen = torch.Generator().manual_seed(0)
@@ -348,7 +338,7 @@ def _probe(hf) -> tuple[bool, str]:
     """Prefix-shared (packed) against concatenated log-probs on a few random pairs, in eval mode."""
     rows = _probe_rows(hf.config.get_text_config().vocab_size)
     device = hf.get_input_embeddings().weight.device
-    with _eval_mode(hf):
+    with eval_mode(hf):
         ours = prefix_shared_logps(hf, rows, pad_id=0, pack_tokens=64).cpu()
         flat = [rows[i][role] for role in range(2) for i in range(len(rows))]
         ids, attn, loss_mask = (t.to(device) for t in pad_examples([p for p, _ in flat], [c for _, c in flat],

@@ -15,7 +15,6 @@ reference model of its own resolves `forward: auto` for itself.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -26,17 +25,8 @@ from pathlib import Path
 import torch
 
 from prefgate.train.batches import Batch, TokenizedData, collate
+from prefgate.train.model import eval_mode
 from prefgate.train.step import CONCATENATED, Forward
-
-
-@contextlib.contextmanager
-def eval_mode(model):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 class NoReference:

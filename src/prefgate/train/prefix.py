@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from prefgate.train.chunked import chunked_target_logps
-from prefgate.train.logps import pad_examples, sequence_logps
+from prefgate.train.logps import completion_logps
 from prefgate.train.model import eval_mode
 
 __all__ = ["FORWARD_MODES", "Layout", "build_layout", "layout_logps", "prefix_shared_logps", "resolve_forward",
@@ -337,13 +337,10 @@ def _probe_rows(vocab_size: int) -> list[list[Row]]:
 def _probe(hf) -> tuple[bool, str]:
     """Prefix-shared (packed) against concatenated log-probs on a few random pairs, in eval mode."""
     rows = _probe_rows(hf.config.get_text_config().vocab_size)
-    device = hf.get_input_embeddings().weight.device
+    flat = [rows[i][role] for role in range(2) for i in range(len(rows))]  # role-major, as the outputs are
     with eval_mode(hf):
         ours = prefix_shared_logps(hf, rows, pad_id=0, pack_tokens=64).cpu()
-        flat = [rows[i][role] for role in range(2) for i in range(len(rows))]
-        ids, attn, loss_mask = (t.to(device) for t in pad_examples([p for p, _ in flat], [c for _, c in flat],
-                                                                    pad_id=0))
-        ref = sequence_logps(hf(input_ids=ids, attention_mask=attn, use_cache=False).logits, ids, loss_mask)[0].cpu()
+        ref = completion_logps(hf, [p for p, _ in flat], [c for _, c in flat], pad_id=0, batch_size=len(flat))[0]
     full = hf.get_input_embeddings().weight.dtype == torch.float32
     if torch.allclose(ours, ref, rtol=1e-4 if full else 2e-2, atol=1e-3 if full else 0.5):
         head = "chunked LM head" if _plain_head(hf) else "the model's own LM head on completion positions"

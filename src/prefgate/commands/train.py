@@ -17,7 +17,7 @@ def train(
     allow_audit_fail: str = typer.Option(None, "--allow-audit-fail", metavar="REASON",
                                          help="Train despite an audit fail; the reason goes in the manifest."),
 ) -> None:
-    """Train with DPO or any loss of the family; exit 1 when a monitor stops the run."""
+    """Train with DPO or any loss of the family; exit 1 when the pre-training audit fails or a monitor stops the run."""
     from prefgate.config import load_train_config
     from prefgate.train.loop import train as run_training
     from prefgate.train.monitors import TrainingAborted

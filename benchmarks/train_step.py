@@ -54,9 +54,9 @@ def run_bare(model_dir: str, data: str, out: str, steps: int, batch: int, forwar
     import torch
 
     from prefgate.data import load_tokenizer, read_dataset
+    from prefgate.lm.load import load_causal_lm
     from prefgate.losses import LossType, dpo
     from prefgate.train.batches import collate, tokenize_dataset
-    from prefgate.train.model import load_causal_lm
     from prefgate.train.step import forward_logps
 
     tok = load_tokenizer(model_dir)

@@ -218,9 +218,9 @@ def run_float64(args) -> dict:
     import torch
 
     from prefgate.data import load_tokenizer, read_dataset
+    from prefgate.lm.load import load_causal_lm
     from prefgate.losses import LossType
     from prefgate.train.batches import tokenize_dataset
-    from prefgate.train.model import load_causal_lm
 
     tokenizer = load_tokenizer(args.model)
     data = tokenize_dataset(read_dataset(args.data), tokenizer, LossType.DPO, max_length=4096, max_prompt_length=None)

@@ -19,10 +19,9 @@ from prefgate.diagnose import (
     first_difference,
     pair_diagnosis,
     segment_means,
-    token_logps,
 )
-from prefgate.eval.models import load_model
-from prefgate.train.logps import completion_logps
+from prefgate.lm.load import load_model
+from prefgate.lm.logps import completion_logps, token_logps
 from tests.conftest import write_jsonl
 
 # Tokenised by the tiny BPE as ' The',' capital',' of',' France',' is',' ' then 'Pa','ris','.' (chosen) and

@@ -5,8 +5,7 @@ prefix, DPO can lower the log-probability of the chosen tokens *after* the first
 rejected differ, because those tokens are conditioned on a prefix that the loss pushes both ways. This
 module measures it:
 
-- `token_logps(model, prompt_ids, completion_ids)`: per-token log p(completion token | prefix), float32,
-  batched (the per-token form of `train.logps.sequence_logps`; their sums agree).
+- per-token log p(completion token | prefix) come from the runtime, `prefgate.lm.logps.token_logps`.
 - `first_difference(chosen_ids, rejected_ids)`: index, into the completion tokens, of the first token where
   the two completions differ (the shorter length when one is a prefix of the other; None when identical).
 - `pair_diagnosis(...)`: for one pair, the mean per-token change (policy minus reference) of the chosen
@@ -31,62 +30,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from prefgate import __version__
 from prefgate.errors import InputError
-from prefgate.train.logps import pad_examples
-from prefgate.train.model import eval_mode
+from prefgate.lm.load import eval_mode, pad_token_id
+from prefgate.lm.logps import token_logps
 
 __all__ = [
     "DIAGNOSE_VERSION", "EDIT_DISTANCE_EDGES", "SEGMENTS", "ShiftProbe", "diagnose", "diagnose_html", "diagnose_paths",
-    "first_difference", "pair_diagnosis", "segment_means", "token_logps", "write_diagnose_html",
+    "first_difference", "pair_diagnosis", "segment_means", "write_diagnose_html",
 ]
 
 DIAGNOSE_VERSION = 1
 SEGMENTS = ("before", "at", "after")
 EDIT_DISTANCE_EDGES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)  # the audit calls a pair low-edit below 0.1
 PROBE_METRICS = {s: f"logps/chosen_shift_{s}_diff" for s in SEGMENTS}  # names the trainer logs
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Per-token log-probs
-
-
-def _per_token(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """log p(input_ids[:, t + 1] | input_ids[:, :t + 1]) for every t: float32 (B, T - 1).
-
-    The target's logit minus the log-sum-exp, in float32: log-softmax without a second (B, T, V) tensor.
-    """
-    logits = logits[:, :-1, :].float()  # float32 before normalising
-    target = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return target - torch.logsumexp(logits, dim=-1)
-
-
-@torch.no_grad()
-def token_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
-                pad_id: int = 0, batch_size: int = 8) -> list[list[float]]:
-    """Each completion token's log-probability under `model` given the prompt and the tokens before it.
-
-    Returns one list per example (len(completion_ids[i]) floats, float32 precision), in the input's order;
-    an empty completion gives []. Prompts must be non-empty (the first token is never scored). The caller
-    chooses the mode (eval, no dropout); no gradient is kept.
-    """
-    if len(prompt_ids) != len(completion_ids):
-        raise ValueError(f"got {len(prompt_ids)} prompts and {len(completion_ids)} completions")
-    if any(len(p) == 0 for p in prompt_ids):
-        raise ValueError("every prompt needs at least one token (e.g. BOS)")
-    device = next(model.parameters()).device
-    out: list[list[float]] = []
-    for start in range(0, len(prompt_ids), batch_size):
-        prompts, completions = prompt_ids[start: start + batch_size], completion_ids[start: start + batch_size]
-        input_ids, attention_mask, _ = pad_examples(prompts, completions, pad_id=pad_id)
-        input_ids = input_ids.to(device)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask.to(device), use_cache=False).logits
-        per_token = _per_token(logits, input_ids).cpu()  # (B, T-1); column t scores token t + 1
-        for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-            out.append(per_token[row, len(p) - 1: len(p) - 1 + len(c)].tolist())
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -172,10 +129,6 @@ def _rounded(values: Sequence[float]) -> list[float]:
     return [round(v, 5) for v in values]
 
 
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-
-
 def _pair_row(rec, tp, tokenizer, policy_chosen: list[float], reference_chosen: list[float],
               policy_rejected: list[float], reference_rejected: list[float]) -> dict[str, Any]:
     """One pair's entry of the report: identity, edit distance, segments, tokens and per-token log-probs."""
@@ -206,7 +159,7 @@ def diagnose(policy, reference, dataset, tokenizer, max_length: int | None = 102
     Buckets are [lo, hi) except the last, which includes 1.0.
     """
     from prefgate.data import PairTokenizer
-    from prefgate.eval.reference import check_same_vocab
+    from prefgate.lm.load import check_same_vocab
 
     if not dataset.paired:
         raise InputError("expected paired preference records (prompt, chosen, rejected)", where=dataset.source)
@@ -215,7 +168,7 @@ def diagnose(policy, reference, dataset, tokenizer, max_length: int | None = 102
     pairs = [pair_tok.pair(rec) for rec in dataset.records]
     prompts = [p.prompt_ids for p in pairs] * 2  # rows 0..n-1 chosen, n..2n-1 rejected
     completions = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
-    kwargs = {"pad_id": _pad_id(tokenizer), "batch_size": batch_size}
+    kwargs = {"pad_id": pad_token_id(tokenizer), "batch_size": batch_size}
     with eval_mode(policy), eval_mode(reference):
         policy_logps = token_logps(policy, prompts, completions, **kwargs)
         reference_logps = token_logps(reference, prompts, completions, **kwargs)
@@ -237,7 +190,7 @@ def diagnose_paths(model: str, reference: str, pairs: str, *, max_length: int | 
                    dtype: str = "auto", device: str | None = None) -> dict[str, Any]:
     """`diagnose` on a model (folder, hub id or run directory), a reference and a pairs file."""
     from prefgate.data import read_dataset
-    from prefgate.eval.models import load_model
+    from prefgate.lm.load import load_model
 
     dataset = read_dataset(pairs)  # before any model: bad data fails fast
     policy = load_model(model, dtype=dtype, device=device)

@@ -11,6 +11,8 @@
 - `paired_test`: picks one of the two from the scores.
 - `bootstrap_ci`: percentile bootstrap interval of a mean.
 - `holm`: Holm's step-down adjustment of a family of p-values (controls the family-wise error rate).
+- `symmetric_kappa`: Cohen's kappa of auto-labels against human labels on the orientation-symmetrised table
+  (the audit's `label_agreement` and the labelling tool's agreement report share it).
 
 Every random draw goes through an explicit seed, so the same inputs give the same numbers.
 """
@@ -131,3 +133,12 @@ def holm(p_values) -> list[float]:
     out = np.empty(m, dtype=np.float64)
     out[order] = adjusted
     return [round(float(v), 15) for v in out]
+
+
+def symmetric_kappa(n_chosen: np.ndarray | float, n_rejected: np.ndarray | float,
+                    n_tie: np.ndarray | float) -> np.ndarray | float:
+    """Cohen's kappa of auto-labels against humans on the orientation-symmetrised table (`prefgate.audit.labels`)."""
+    n = n_chosen + n_rejected + n_tie
+    agreement = n_chosen / n
+    chance = (n_chosen + n_rejected) / (2 * n)
+    return (agreement - chance) / (1 - chance)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from prefgate import __version__
+from prefgate.console import note
 from prefgate.errors import InputError
 
 __all__ = [
@@ -189,15 +190,15 @@ class _Measure:
     _base_eval: dict | None = field(default=None, repr=False)
 
     def reference(self):
-        from prefgate.eval.models import load_model
+        from prefgate.lm.load import load_model
 
         if self._reference is None:
             self._reference = load_model(self.reference_path, dtype=self.dtype, device=self.device)
         return self._reference
 
     def eval_options(self):
-        from prefgate.eval.generate import GenerationConfig
         from prefgate.eval.runner import EvalOptions
+        from prefgate.lm.generate import GenerationConfig
 
         return EvalOptions(generation=GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size),
                            dtype=self.dtype, device=self.device, progress=self.progress)
@@ -247,9 +248,9 @@ def held_out_prompts(eval_ds, limit: int, seed: int = 0) -> list[Any]:
 
 def measure_point(run_dir: Path, beta: float, m: _Measure) -> dict[str, Any]:
     """Held-out preference accuracy and KL to the reference; with a suite, the eval report (path and summary)."""
-    from prefgate.eval.generate import GenerationConfig, generate_ids
-    from prefgate.eval.models import load_model
     from prefgate.eval.reference import mean_kl, preference_accuracy
+    from prefgate.lm.generate import GenerationConfig, generate_ids
+    from prefgate.lm.load import load_model, pad_token_id
 
     loaded = load_model(run_dir, dtype=m.dtype, device=m.device)
     ref = m.reference()
@@ -259,9 +260,8 @@ def measure_point(run_dir: Path, beta: float, m: _Measure) -> dict[str, Any]:
     generations = generate_ids(loaded.model, tok, held_out_prompts(m.eval_ds, m.kl_prompts),
                                GenerationConfig(max_new_tokens=m.max_new_tokens, batch_size=m.batch_size),
                                progress=False)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     kl = mean_kl(loaded.model, ref.model, [g.prompt_ids for g in generations], [g.completion_ids for g in generations],
-                 pad_id=pad_id, batch_size=m.batch_size)
+                 pad_id=pad_token_id(tok), batch_size=m.batch_size)
     del loaded
     out = {"preference": {k: preference[k] for k in ("n", "beta", "accuracy", "mean_margin")},
            "kl": {k: kl[k] for k in ("n_prompts", "n_tokens", "mean_per_token", "mean_per_sequence")}, "eval": None}
@@ -306,8 +306,6 @@ def register(run_dir: Path, evals: list[str]) -> dict[str, Any] | None:
         from prefgate.registry import Registry
     except ImportError:  # pragma: no cover - the registry stage is not in this build
         return None
-    from prefgate.commands.common import note
-
     try:
         added = Registry().add(run_dir, evals=evals)
     except InputError as err:
@@ -400,8 +398,6 @@ def _point_row(point: GridPoint, run_dir: Path, trained: dict[str, Any]) -> dict
 
 
 def _finish_point(row: dict[str, Any], m: _Measure, do_register: bool) -> None:
-    from prefgate.commands.common import note
-
     run_dir = Path(row["run_dir"])
     if row["status"] == "completed":
         note(f"measuring {row['name']} against {m.reference_path}")
@@ -439,7 +435,6 @@ def sweep(config_path: str | Path, betas: list[float], losses: list[str] | None 
           progress: bool = True) -> dict[str, Any]:
     """Run the grid (see the module docstring); returns the sweep report, also written to <out_dir>/sweep.json
     with its page <out_dir>/sweep.html. `out_dir` defaults to `sweeps/<config name>`."""
-    from prefgate.commands.common import note
     from prefgate.gate import GatePolicy
 
     config_path = Path(config_path)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from prefgate.audit import HumanLabel, check_label_agreement, read_labels
-from prefgate.audit.labels import kappa_interval, symmetric_kappa, wilson_interval
+from prefgate.audit.labels import kappa_interval, wilson_interval
 from prefgate.errors import InputError
+from prefgate.stats import symmetric_kappa
 
 
 def labels_for(pairs, preferred: list[str]) -> list[HumanLabel]:

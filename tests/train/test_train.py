@@ -150,7 +150,7 @@ def test_lora_adapter_reloads_with_peft_and_reproduces_logits(tiny_dir, pairs_fi
         base_logits = base(input_ids=ids).logits
     assert not torch.allclose(trained_logits, base_logits, atol=1e-4)  # the adapter learned something
     merged_dir = tmp_path / "merged"
-    from prefgate.train.model import merge_adapter
+    from prefgate.lm.load import merge_adapter
 
     merge_adapter(result.run_dir, merged_dir)
     with torch.no_grad():

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from prefgate.data import load_tokenizer, read_dataset
+from prefgate.lm.load import load_causal_lm
 from prefgate.losses import LossType
 from prefgate.train.batches import collate, tokenize_dataset
-from prefgate.train.model import load_causal_lm
 from prefgate.train.step import batch_metrics, compute_batch_loss, forward_logps, means
 from tests.train.conftest import write_pairs
 

@@ -33,6 +33,7 @@ from prefgate.audit.view import RecordView, as_view
 from prefgate.data.records import Record
 from prefgate.errors import InputError
 from prefgate.label.store import PREFERRED, parse_label
+from prefgate.stats import symmetric_kappa
 
 DEFAULT_POLICY = AuditPolicy()
 
@@ -86,15 +87,6 @@ def _check_known(label: HumanLabel, known_ids: set[str] | None) -> None:
     if known_ids is not None and label.id not in known_ids:
         raise InputError(f"unknown record id {label.id!r}: no record in the dataset has it",
                          where=label.where or None, field="id")
-
-
-def symmetric_kappa(n_chosen: np.ndarray | float, n_rejected: np.ndarray | float,
-                    n_tie: np.ndarray | float) -> np.ndarray | float:
-    """Cohen's kappa of the auto-labels against humans, on the orientation-symmetrised table (see above)."""
-    n = n_chosen + n_rejected + n_tie
-    agreement = n_chosen / n
-    chance = (n_chosen + n_rejected) / (2 * n)
-    return (agreement - chance) / (1 - chance)
 
 
 def kappa_interval(per_record: np.ndarray, confidence: float, resamples: int, seed: int) -> list[float]:

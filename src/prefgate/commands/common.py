@@ -1,4 +1,7 @@
-"""What every command shares: the bad-input guard (exit 2), consoles, and dataset loading with its report."""
+"""What every command shares: the bad-input guard (exit 2), dataset loading with its report, shared options.
+
+The consoles and `say` / `note` live in `prefgate.console` (the bottom layer library code uses too) and are
+re-exported here for the commands."""
 
 from __future__ import annotations
 
@@ -9,26 +12,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from prefgate.console import console, err_console, note, say
 from prefgate.errors import InputError
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_VERDICT_NO", "console", "err_console", "guarded", "load_for_command",
+           "note", "say", "write_json"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()  # results
-err_console = Console(stderr=True)  # progress, notes, errors
-
 EXIT_OK, EXIT_VERDICT_NO, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def say(message: str) -> None:
-    """A result line on stdout: plain text, never wrapped (fingerprints and paths stay copyable)."""
-    console.print(message, markup=False, highlight=False, soft_wrap=True)
-
-
-def note(message: str) -> None:
-    """A progress or notice line on stderr, plain and unwrapped."""
-    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def guarded(fn: F) -> F:
@@ -39,11 +32,11 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except InputError as err:
-            note(f"error: {err}")
+            note(f"error: {err}", force=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except OSError as err:  # permission denied, disk full, ...: still the user's to fix
             where = getattr(err, "filename", None) or ""
-            note(f"error: {where}: {err.strerror or err}")
+            note(f"error: {where}: {err.strerror or err}", force=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
     return wrapper  # type: ignore[return-value]

@@ -106,9 +106,9 @@ def run(
     if missing:
         raise InputError(f"missing option {missing[0]} (usage: prefgate eval --model M --suite S.jsonl "
                          "--out EVAL.json)")
-    from prefgate.eval.generate import GenerationConfig
     from prefgate.eval.runner import EvalOptions, run_eval
     from prefgate.eval.suite import load_suite
+    from prefgate.lm.generate import GenerationConfig
 
     load_suite(suite)  # validate before the (slow) model and judge loads
     options = EvalOptions(

@@ -44,6 +44,6 @@ def merge(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
 ) -> None:
     """Merge a run's LoRA adapter into its base model."""
-    from prefgate.train.model import merge_adapter
+    from prefgate.lm.load import merge_adapter
 
     say(f"merged model written to {merge_adapter(run_dir, out, trust_remote_code=trust_remote_code)}")

@@ -105,8 +105,8 @@ def write_sft_yaml(config, path: Path) -> Path:
 
 def evaluate(model: Path, suite: Path, out: Path, settings: Settings) -> dict:
     """`prefgate eval` (greedy, exact match) of a run folder or model folder on the suite."""
-    from prefgate.eval.generate import GenerationConfig
     from prefgate.eval.runner import EvalOptions, run_eval
+    from prefgate.lm.generate import GenerationConfig
 
     options = EvalOptions(generation=GenerationConfig(max_new_tokens=6, batch_size=settings.eval_batch_size),
                           dtype="float32", device="cpu", progress=False)
@@ -242,7 +242,7 @@ def diagnose_runs(run_dirs: dict[str, Path], sft_model: Path, pairs_path: Path, 
     """`prefgate diagnose` of each run against the SFT model on the same pairs; reports by run name."""
     from prefgate.data import read_dataset
     from prefgate.diagnose import diagnose
-    from prefgate.eval.models import load_model
+    from prefgate.lm.load import load_model
 
     dataset = read_dataset(pairs_path)
     reference = load_model(str(sft_model), dtype="float32", device="cpu")

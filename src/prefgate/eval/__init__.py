@@ -1,9 +1,9 @@
 """Evaluation: suites, scorers, generation, grades, preference accuracy and KL, lm-eval import.
 
 Light modules are re-exported here (importing them loads no model code); the model-facing ones are
-imported from their modules: `prefgate.eval.runner.run_eval`, `prefgate.eval.models.load_model`,
-`prefgate.eval.generate.generate`, `prefgate.eval.reference`, `prefgate.eval.judge`,
-`prefgate.eval.lm_eval.import_lm_eval`.
+imported from their modules: `prefgate.eval.runner.run_eval`, `prefgate.eval.reference`,
+`prefgate.eval.judge`, `prefgate.eval.lm_eval.import_lm_eval`. Models and generation come from the
+runtime: `prefgate.lm.load.load_model`, `prefgate.lm.generate.generate`.
 
 >>> from prefgate.eval.runner import run_eval        # doctest: +SKIP
 >>> report = run_eval("runs/dpo-1", "suite.jsonl")   # doctest: +SKIP

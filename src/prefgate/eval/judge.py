@@ -112,7 +112,7 @@ class LocalJudge(_Judge):
     """A local Hugging Face causal LM (a path, or a run directory) as the judge."""
 
     def __init__(self, path: str, *, max_new_tokens: int = 64):
-        from prefgate.eval.models import load_model
+        from prefgate.lm.load import load_model
 
         self.path = path
         self.loaded = load_model(path)
@@ -122,7 +122,7 @@ class LocalJudge(_Judge):
         return {"kind": "local", "model": self.path}
 
     def complete(self, messages: list[dict[str, str]]) -> str:
-        from prefgate.eval.generate import GenerationConfig, generate
+        from prefgate.lm.generate import GenerationConfig, generate
 
         config = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=1)
         return generate(self.loaded.model, self.loaded.tokenizer, [messages], config, progress=False)[0]

@@ -19,17 +19,11 @@ from typing import Any
 import torch
 
 from prefgate.errors import InputError
-from prefgate.train.logps import completion_logps, pad_examples
+from prefgate.lm.load import check_same_vocab, pad_token_id
+from prefgate.lm.logps import pad_examples
+from prefgate.lm.prefix import pair_logps
 
 KL_ESTIMATOR = "exact token-level KL(policy || reference) over the vocabulary, on the policy's greedy answers"
-
-
-def check_same_vocab(policy: Any, reference: Any) -> None:
-    p_vocab = policy.get_output_embeddings().weight.shape[0]
-    r_vocab = reference.get_output_embeddings().weight.shape[0]
-    if p_vocab != r_vocab:
-        raise InputError(f"the reference model's vocabulary ({r_vocab}) differs from the policy's ({p_vocab}); "
-                         "they must share a tokenizer", field="reference")
 
 
 @torch.no_grad()
@@ -69,30 +63,6 @@ def mean_kl(policy: Any, reference: Any, prompts: Sequence[list[int]], completio
             "mean_per_sequence": float(total.mean())}
 
 
-@torch.no_grad()
-def pair_logps(model: Any, prompts: Sequence[list[int]], chosen: Sequence[list[int]], rejected: Sequence[list[int]],
-               *, pad_id: int = 0, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed chosen and rejected log-probs of every pair, float32 (N,) each on the CPU, with each prompt computed
-    once where the model supports the prefix-shared forward (the trainer's `forward: auto`), else two padded
-    rows per pair; the two agree within float32 rounding."""
-    from prefgate.train.prefix import prefix_shared_logps, supports_prefix_sharing
-
-    if not supports_prefix_sharing(model)[0]:
-        return (completion_logps(model, prompts, chosen, pad_id=pad_id, batch_size=batch_size)[0],
-                completion_logps(model, prompts, rejected, pad_id=pad_id, batch_size=batch_size)[0])
-    out_chosen, out_rejected = [], []
-    for start in range(0, len(prompts), batch_size):
-        end = start + batch_size
-        rows = [[(p, c), (p, r)] for p, c, r in zip(prompts[start:end], chosen[start:end], rejected[start:end],
-                                                       strict=True)]
-        logps = prefix_shared_logps(model, rows, pad_id=pad_id).cpu()
-        out_chosen.append(logps[:len(rows)])
-        out_rejected.append(logps[len(rows):])
-    if not out_chosen:
-        return torch.zeros(0), torch.zeros(0)
-    return torch.cat(out_chosen), torch.cat(out_rejected)
-
-
 def preference_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs_path: str, *, beta: float = 0.1,
                         batch_size: int = 8, max_length: int | None = None) -> dict[str, Any]:
     """The `preference` block of an eval report: implicit-reward accuracy on a held-out pairs file."""
@@ -105,10 +75,8 @@ def preference_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs_path:
     pair_tok = PairTokenizer(tokenizer, max_length=max_length)
     pairs = [pair_tok.pair(rec) for rec in dataset.records]
     prompts = [p.prompt_ids for p in pairs]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
     chosen, rejected = [p.chosen_ids for p in pairs], [p.rejected_ids for p in pairs]
-    kwargs = {"pad_id": pad_id, "batch_size": batch_size}
+    kwargs = {"pad_id": pad_token_id(tokenizer), "batch_size": batch_size}
     policy_chosen_logps, policy_rejected_logps = pair_logps(policy, prompts, chosen, rejected, **kwargs)
     reference_chosen_logps, reference_rejected_logps = pair_logps(reference, prompts, chosen, rejected, **kwargs)
     chosen_logratios = policy_chosen_logps - reference_chosen_logps

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from prefgate import __version__
-from prefgate.eval.generate import Generation, GenerationConfig, ProgressBar, generate_ids, prompt_ids
+from prefgate import __version__, console
 from prefgate.eval.grades import DEFAULT_BANDS, GradeBands, aggregate
-from prefgate.eval.models import LoadedModel, load_model
 from prefgate.eval.scorers import Score, score_choice, score_output
 from prefgate.eval.suite import Suite, SuiteItem, load_suite
-from prefgate.train.logps import completion_logps
+from prefgate.lm.generate import Generation, GenerationConfig, generate_ids, prompt_ids
+from prefgate.lm.load import LoadedModel, load_model, pad_token_id
+from prefgate.lm.logps import completion_logps
 
 EVAL_VERSION = 1
 
@@ -61,8 +61,7 @@ def choice_logliks(loaded: LoadedModel, items: list[SuiteItem], options: EvalOpt
             prompts.append(ids)
             continuations.append(tok(text, add_special_tokens=False)["input_ids"])
             owners.append(k)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    logps, _ = completion_logps(loaded.model, prompts, continuations, pad_id=pad_id,
+    logps, _ = completion_logps(loaded.model, prompts, continuations, pad_id=pad_token_id(tok),
                                 batch_size=options.generation.batch_size)
     out: list[list[float]] = [[] for _ in items]
     for k, value in zip(owners, logps.tolist(), strict=True):
@@ -79,8 +78,8 @@ def score_suite(loaded: LoadedModel, suite: Suite, options: EvalOptions, *, judg
                                stops=[_stops(it) for it in generating], progress=options.progress) \
         if generating else []
     rows: dict[str, dict[str, Any]] = {}
-    with ProgressBar(options.progress and any(it.scorer == "judge" for it in generating), len(generating),
-                     "scoring") as advance:
+    with console.progress(len(generating), "scoring",
+                          enabled=options.progress and any(it.scorer == "judge" for it in generating)) as advance:
         for item, gen in zip(generating, generations, strict=True):
             rows[item.id] = _item_row(item, score_output(gen.text, item, judge=judge), gen.text)
             advance(1)
@@ -133,7 +132,7 @@ def reference_blocks(loaded: LoadedModel, reference: str, generations: list[Gene
 
     ref = load_model(reference, dtype=options.dtype, device=options.device)
     tok = loaded.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = pad_token_id(tok)
     batch = options.generation.batch_size
     out: dict[str, Any] = {"reference": ref.info}
     out["kl"] = mean_kl(loaded.model, ref.model, [g.prompt_ids for g in generations],

@@ -6,7 +6,7 @@
   always answered "chosen".
 - With the auto-labels: the auto-label is always "chosen" (the data says chosen is better), so agreement is
   the share of a rater's judgements that prefer the chosen side (a tie is a disagreement), and kappa is the
-  audit's orientation-symmetrised kappa (`prefgate.audit.labels.symmetric_kappa`), so the numbers here are
+  audit's orientation-symmetrised kappa (`prefgate.stats.symmetric_kappa`), so the numbers here are
   the ones `prefgate audit --labels` reports.
 
 Labels are read with last-wins for a repeated (id, rater), as the labelling tool writes them.
@@ -27,6 +27,7 @@ from prefgate.data.records import Record
 from prefgate.errors import InputError
 from prefgate.label.sample import stratum
 from prefgate.label.store import PREFERRED, Label, latest
+from prefgate.stats import symmetric_kappa
 
 AGREEMENT_VERSION = 1
 
@@ -104,7 +105,6 @@ def inter_rater(by_rater: dict[str, dict[str, str]]) -> dict[str, Any]:
 
 def with_auto(preferred: Sequence[str]) -> dict[str, Any]:
     """Agreement of judgements with the auto-label ("chosen"), and the audit's symmetrised kappa."""
-    from prefgate.audit.labels import symmetric_kappa
 
     counts = Counter(preferred)
     n = len(preferred)

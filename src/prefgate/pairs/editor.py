@@ -79,11 +79,11 @@ class HttpEditor:
 
 
 class LocalEditor:
-    """A local Hugging Face causal LM as the editor (greedy, batched through `prefgate.eval.generate`)."""
+    """A local Hugging Face causal LM as the editor (greedy, batched through `prefgate.lm.generate`)."""
 
     def __init__(self, path: str, *, template: str = DEFAULT_TEMPLATE, max_new_tokens: int = 256,
                  batch_size: int = 8, dtype: str = "auto", device: str | None = None):
-        from prefgate.eval.models import load_model
+        from prefgate.lm.load import load_model
 
         self.path = path
         self.template = check_template(template)
@@ -103,7 +103,7 @@ class LocalEditor:
 
     def prepare(self, items: Sequence[GoldItem], *, progress: bool = False) -> None:
         """Generate the rewrites of every item not generated yet, in batches."""
-        from prefgate.eval.generate import GenerationConfig, generate
+        from prefgate.lm.generate import GenerationConfig, generate
 
         todo = [it for it in items if it.id not in self.replies]
         if not todo:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefgate import console
 from prefgate.data.readers import iter_rows
 from prefgate.data.records import PreferencePair, Text, content_id
 from prefgate.errors import InputError
@@ -183,12 +184,12 @@ def sample_candidates(model: Any, tokenizer: Any, prompts: Sequence[Text], optio
     gives the same candidates on CPU."""
     import torch
 
-    from prefgate.eval.generate import ProgressBar, prompt_ids, trim_stop
+    from prefgate.lm.generate import prompt_ids, trim_stop
 
     encoded = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results: list[list[str]] = [[] for _ in encoded]
-    with ProgressBar(options.progress, len(encoded), "sampling") as advance:
+    with console.progress(len(encoded), "sampling", enabled=options.progress) as advance:
         for number, start in enumerate(range(0, len(order), options.batch_size)):
             batch = order[start: start + options.batch_size]
             torch.manual_seed(options.seed * 1_000_003 + number)
@@ -202,8 +203,8 @@ def sample_candidates(model: Any, tokenizer: Any, prompts: Sequence[Text], optio
 
 
 def _sample_batch(model: Any, tokenizer: Any, rows: list[list[int]], options: SampleOptions) -> list[list[int]]:
-    """k sampled continuations per row (rows x k, row-major), through eval's batched generation."""
-    from prefgate.eval.generate import generate_batch
+    """k sampled continuations per row (rows x k, row-major), through the runtime's batched generation."""
+    from prefgate.lm.generate import generate_batch
 
     return generate_batch(model, tokenizer, rows, options.max_new_tokens, temperature=options.temperature,
                           top_p=options.top_p, num_return_sequences=options.k)
@@ -286,8 +287,7 @@ def _model_type(model: Any) -> str:
 def sample_pairs(model: str, prompts: Sequence[PromptItem], grader: Grader,
                  options: SampleOptions | None = None) -> SampleResult:
     """Sample, grade and pair (see the module docstring). `model`: a folder, hub id or run directory."""
-    from prefgate.eval.generate import ProgressBar
-    from prefgate.eval.models import load_model
+    from prefgate.lm.load import load_model
 
     options = options or SampleOptions()
     loaded = load_model(model, dtype=options.dtype, device=options.device)
@@ -298,7 +298,7 @@ def sample_pairs(model: str, prompts: Sequence[PromptItem], grader: Grader,
     if warning:
         result.warnings.append(warning)
     candidates = sample_candidates(loaded.model, loaded.tokenizer, [p.item.prompt for p in prompts], options)
-    with ProgressBar(options.progress, len(prompts), "grading") as advance:
+    with console.progress(len(prompts), "grading", enabled=options.progress) as advance:
         for prompt, texts in zip(prompts, candidates, strict=True):
             scores = [grader.score(text, prompt.item) for text in texts]
             outcome = pick_pair(prompt, texts, scores, grader, options, model)

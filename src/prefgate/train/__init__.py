@@ -1,5 +1,2 @@
-"""Training: sequence log-probs now; the reference strategies and the loop will join them here."""
-
-from prefgate.train.logps import completion_logps, pad_examples, sequence_logps
-
-__all__ = ["completion_logps", "pad_examples", "sequence_logps"]
+"""Training: row layouts per loss (batches), the loss step, reference strategies, checkpoints, monitors and
+the accelerate loop (`prefgate.train.loop.train`). Models and log-probs come from the runtime, `prefgate.lm`."""

@@ -10,7 +10,7 @@ A batch is a set of rows (prompt + completion) sharing one forward pass; which r
 
 Row `role` r of example i is row r * B + position. A `Batch` holds them padded (the concatenated forward)
 and as token lists, from which the prefix-shared forward lays out one sequence per example (the rows of an
-example share its prompt; `prefgate.train.prefix`); both forwards return log-probs in this row order.
+example share its prompt; `prefgate.lm.prefix`); both forwards return log-probs in this row order.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 
 from prefgate.data import PairTokenizer, PreferenceDataset, PreferencePair
 from prefgate.errors import InputError
+from prefgate.lm.logps import pad_examples
 from prefgate.losses import LossType
-from prefgate.train.logps import pad_examples
 
 Row = tuple[list[int], list[int]]  # (prompt_ids, completion_ids)
 
@@ -72,7 +72,7 @@ class Batch:
     def layout(self, pack_tokens: int | None):
         """The prefix-shared layout of this batch, built once and shared by the policy and reference passes."""
         if pack_tokens not in self._layouts:
-            from prefgate.train.prefix import build_layout
+            from prefgate.lm.prefix import build_layout
 
             self._layouts[pack_tokens] = build_layout(self.rows, pad_id=self.pad_id, pack_tokens=pack_tokens)
         return self._layouts[pack_tokens]

@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 
 from prefgate.config import TrainConfig
+from prefgate.console import note, progress
 from prefgate.data import PreferenceDataset, load_tokenizer, read_dataset
 from prefgate.errors import InputError
+from prefgate.lm.load import eval_mode, pad_token_id
 from prefgate.losses import LossType
 from prefgate.train import checkpoint as ckpt
 from prefgate.train.batches import TokenizedData, collate, tokenize_dataset
@@ -158,8 +160,6 @@ def _memory_probe(run: _Run) -> dict:
 @torch.no_grad()
 def _evaluate(run: _Run) -> dict[str, float]:
     """Loss, rewards and preference accuracy of the policy on the held-out pairs."""
-    from prefgate.train.model import eval_mode
-
     data, config, model = run.eval_data, run.config, run.model
     sums: Sums = {}
     with eval_mode(model):
@@ -275,7 +275,7 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
 
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
                                trust_remote_code=config.model.trust_remote_code)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     train_ds, eval_ds, train_data, eval_data = _load_data(config, tokenizer, config.loss.type)
     log.note(f"train: {len(train_ds)} records, fingerprint {train_ds.fingerprint[:16]}; {train_data.truncated} cut "
              f"by max_length {config.data.max_length} ({train_data.asymmetric} on one side only)")
@@ -432,24 +432,23 @@ class _Logger:
     """metrics.jsonl, trackers, and a rich progress bar with pairs/s, on the main process only."""
 
     def __init__(self, run_dir: Path, accelerator, show_progress: bool):
-        from prefgate.commands.common import note
-
         self.path = run_dir / "metrics.jsonl"
         self.accelerator = accelerator
         self.main = accelerator.is_main_process
         self.show = show_progress and self.main
-        self._note = note
-        self.progress = None
+        self._bar = None  # the console.progress context while training
+        self._advance = None
+        self._shown = 0
         if self.main:
             run_dir.mkdir(parents=True, exist_ok=True)
 
     def note(self, message: str) -> None:
         if self.main:
-            self._note(message)
+            note(message)
 
     def warn(self, message: str) -> None:
         if self.main:
-            self._note(f"warning: {message}")
+            note(f"warning: {message}")
 
     def truncate_metrics(self, step: int) -> None:
         if not self.main or not self.path.exists():
@@ -467,21 +466,16 @@ class _Logger:
     def start(self, total: int, done: int) -> None:
         if not self.show:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from prefgate.commands.common import err_console
-
-        self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err_console)
-        self.task = self.progress.add_task("train", total=total, completed=done, rate="")
-        self.progress.start()
-        self._t0, self._done0 = time.perf_counter(), done
+        self._bar = progress(total, "train", completed=done, postfix="{task.fields[rate]}", transient=False)
+        self._advance, self._shown = self._bar.__enter__(), done
 
     def advance(self, step: int, metrics: dict) -> None:
-        if self.progress is not None:
+        if self._advance is not None:
             rate = f"{metrics['pairs_per_s']:.1f} pairs/s  loss {metrics['loss']:.4f}"
-            self.progress.update(self.task, completed=step, rate=rate)
+            self._advance(step - self._shown, rate=rate)
+            self._shown = step
 
     def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = self._advance = None

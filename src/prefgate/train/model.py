@@ -1,44 +1,12 @@
-"""Loading the policy (full or LoRA, optionally QLoRA), and merging a trained adapter into its base."""
+"""The policy to train: loaded through the model runtime, then set up for training (checkpointing, LoRA/QLoRA)."""
 
 from __future__ import annotations
-
-import contextlib
-from pathlib import Path
 
 import torch
 
 from prefgate.config import LoraConfig, TrainConfig
 from prefgate.errors import InputError
-
-
-@contextlib.contextmanager
-def eval_mode(model):
-    """`model` in eval mode (no dropout) inside the block, its previous mode restored after; yields the model."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def load_causal_lm(name_or_path: str, *, trust_remote_code: bool = False, attn_implementation: str | None = None,
-                   quantization_config=None, what: str = "model"):
-    """`AutoModelForCausalLM.from_pretrained` in float32 (mixed precision is the accelerator's job), with a
-    one-line error when it cannot be loaded."""
-    from transformers import AutoModelForCausalLM
-
-    kwargs = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    if quantization_config is not None:
-        kwargs["quantization_config"] = quantization_config
-        kwargs["dtype"] = torch.bfloat16
-    try:
-        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    except Exception as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise InputError(f"cannot load {what}: {reason}", where=name_or_path) from None
+from prefgate.lm.load import load_causal_lm
 
 
 def _qlora_config(lora: LoraConfig):
@@ -73,24 +41,3 @@ def load_policy(config: TrainConfig):
     peft_config = PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                                  target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
     return get_peft_model(model, peft_config)
-
-
-def merge_adapter(run_dir: str | Path, out: str | Path, *, trust_remote_code: bool = False) -> Path:
-    """Write base + adapter of a run folder as one plain transformers model (and its tokenizer)."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    adapter = Path(run_dir) / "adapter"
-    if not (adapter / "adapter_config.json").exists():
-        raise InputError("no adapter/adapter_config.json: not a LoRA run folder", where=str(run_dir))
-    import json
-
-    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = PeftModel.from_pretrained(load_causal_lm(base, trust_remote_code=trust_remote_code, what="base model"),
-                                      str(adapter))
-    merged = model.merge_and_unload()
-    out = Path(out)
-    merged.save_pretrained(out)
-    tok_src = adapter if (adapter / "tokenizer_config.json").exists() else base
-    AutoTokenizer.from_pretrained(str(tok_src), trust_remote_code=trust_remote_code).save_pretrained(out)
-    return out

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
+from prefgate.lm.load import eval_mode
 from prefgate.train.batches import Batch, TokenizedData, collate
-from prefgate.train.model import eval_mode
 from prefgate.train.step import CONCATENATED, Forward
 
 
@@ -161,7 +161,7 @@ class References:
 def _live_source(config, model, device, forward: Forward):
     """The live reference a strategy implies: another model (its own `forward: auto` resolution), the
     adapter-disabled policy or a frozen copy (the policy's forward)."""
-    from prefgate.train.model import load_causal_lm
+    from prefgate.lm.load import load_causal_lm
 
     if config.reference.model:
         ref = load_causal_lm(config.reference.model, trust_remote_code=config.model.trust_remote_code,

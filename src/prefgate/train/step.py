@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
+from prefgate.lm.logps import sequence_logps
+from prefgate.lm.prefix import layout_logps, resolve_forward
 from prefgate.losses import LossOutput, LossType, compute_loss, kto_kl_estimate
 from prefgate.train.batches import Batch
-from prefgate.train.logps import sequence_logps
-from prefgate.train.prefix import layout_logps, resolve_forward
 
 Sums = dict[str, tuple[float, float]]  # metric -> (sum, count)
 
@@ -26,7 +26,7 @@ Sums = dict[str, tuple[float, float]]  # metric -> (sum, count)
 @dataclass(frozen=True)
 class Forward:
     """How a model turns a batch into per-row log-probs: `concatenated` (2B padded rows, the prompt twice) or
-    `prefix_shared` (each prompt once, `prefgate.train.prefix`); both return the same (R,) contract."""
+    `prefix_shared` (each prompt once, `prefgate.lm.prefix`); both return the same (R,) contract."""
 
     mode: str = "concatenated"
     pack_tokens: int | None = None

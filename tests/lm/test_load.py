@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prefgate.errors import InputError
-from prefgate.eval.models import load_model, resolve_dtype
+from prefgate.lm.load import load_model, resolve_dtype
 
 
 def _logits(model, ids):

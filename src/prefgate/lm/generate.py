@@ -1,4 +1,4 @@
-"""Batched greedy generation for eval prompts.
+"""Batched generation: greedy for eval prompts (`generate_ids`), sampled for sample-and-grade (`generate_batch`).
 
 - Prompts: a plain string is prefixed with the system prompt (and a blank line) when one is given and
   tokenised with the tokenizer's special tokens (BOS); a message list goes through the chat template with
@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 
+from prefgate import console
 from prefgate.data.records import Text
 from prefgate.errors import InputError
+from prefgate.lm.load import pad_token_id
 
 
 @dataclass(frozen=True)
@@ -81,13 +83,6 @@ def trim_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def _pad_id(tokenizer: Any) -> int:
-    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if value is not None:
-            return int(value)
-    return 0  # pragma: no cover
-
-
 def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -117,7 +112,7 @@ def generate_batch(model: Any, tokenizer: Any, rows: list[list[int]], max_new_to
                    num_return_sequences: int = 1) -> list[list[int]]:
     """New token ids for each prompt row: greedy, or sampled when `temperature` is given (then
     `num_return_sequences` per row, row-major). Left-padded batch, KV cache, cut after the first EOS."""
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_token_id(tokenizer)
     eos_ids = _eos_ids(model, tokenizer)
     input_ids, attention_mask = _left_pad(rows, pad_id)
     device = next(model.parameters()).device
@@ -138,7 +133,7 @@ def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[Text], config: Ge
     encoded = [prompt_ids(tokenizer, p, config.system_prompt) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results: list[Generation | None] = [None] * len(encoded)
-    with ProgressBar(progress, len(encoded)) as advance:
+    with console.progress(len(encoded), "generating", enabled=progress) as advance:
         for start in range(0, len(order), config.batch_size):
             batch = order[start: start + config.batch_size]
             outs = generate_batch(model, tokenizer, [encoded[i] for i in batch], config.max_new_tokens)
@@ -154,30 +149,3 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Text], config: Genera
              progress: bool = True) -> list[str]:
     """The decoded, stop-trimmed greedy completions of `prompts`."""
     return [g.text for g in generate_ids(model, tokenizer, prompts, config, progress=progress)]
-
-
-class ProgressBar:
-    """A rich progress bar on stderr (a no-op when disabled); yields `advance(n)`."""
-
-    def __init__(self, enabled: bool, total: int, description: str = "generating"):
-        self.enabled, self.total, self.description = enabled, total, description
-        self.bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from prefgate.commands.common import err_console
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=err_console, transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prefgate.errors import InputError
-from prefgate.eval.generate import GenerationConfig, generate, generate_ids, prompt_ids, trim_stop, with_system_prompt
+from prefgate.lm.generate import GenerationConfig, generate, generate_ids, prompt_ids, trim_stop, with_system_prompt
 
 PROMPTS = ["Question: What is 12 plus 30? Answer:", "Hi", [{"role": "user", "content": "How many legs?"}],
            "The quick brown fox jumps over the lazy dog. A wrong answer is still an answer."]
@@ -13,7 +13,7 @@ PROMPTS = ["Question: What is 12 plus 30? Answer:", "Hi", [{"role": "user", "con
 
 @pytest.fixture(scope="module")
 def loaded(tiny_dir):
-    from prefgate.eval.models import load_model
+    from prefgate.lm.load import load_model
 
     return load_model(tiny_dir)
 

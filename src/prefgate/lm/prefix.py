@@ -16,9 +16,9 @@ one row (`pack_tokens`); the mask is then block-diagonal over trees. The work pe
 
 The hidden states come from the model's own forward (so DDP, PEFT and autocast wrappers all see a normal
 call), with `logits_to_keep` selecting no position at all; the LM head then runs only on the positions that
-predict a completion token, in chunks (`prefgate.train.chunked`), so the full-vocabulary logits of the batch
+predict a completion token, in chunks (`prefgate.lm.chunked`), so the full-vocabulary logits of the batch
 never exist. The result is the same as the concatenated forward's within float32 rounding
-(tests/train/test_prefix.py checks log-probs and gradients to 1e-5 for Llama, Qwen2 and GPT-2).
+(tests/lm/test_prefix.py checks log-probs and gradients to 1e-5 for Llama, Qwen2 and GPT-2).
 
 Attention: a 4D mask of shape (rows, 1, L, L), boolean for `sdpa`, additive float for `eager`, a
 `BlockMask` for `flex_attention` (on GPU; block-sparse, so packing long rows costs no wasted attention).
@@ -40,12 +40,12 @@ from dataclasses import dataclass
 
 import torch
 
-from prefgate.train.chunked import chunked_target_logps
-from prefgate.train.logps import completion_logps
-from prefgate.train.model import eval_mode
+from prefgate.lm.chunked import chunked_target_logps
+from prefgate.lm.load import eval_mode
+from prefgate.lm.logps import completion_logps
 
-__all__ = ["FORWARD_MODES", "Layout", "build_layout", "layout_logps", "prefix_shared_logps", "resolve_forward",
-           "supports_prefix_sharing"]
+__all__ = ["FORWARD_MODES", "Layout", "build_layout", "layout_logps", "pair_logps", "prefix_shared_logps",
+           "resolve_forward", "supports_prefix_sharing"]
 
 Row = tuple[list[int], list[int]]  # (prompt_ids, completion_ids)
 FORWARD_MODES = ("auto", "concatenated", "prefix_shared")
@@ -393,3 +393,25 @@ def resolve_forward(model, mode: str) -> tuple[str, str]:
         raise InputError(f"this model cannot use the prefix-shared forward: {reason}", field="forward")
     log.warning("forward: auto falls back to the concatenated forward: %s", reason)
     return "concatenated", f"concatenated forward (prefix sharing unavailable: {reason})"
+
+
+@torch.no_grad()
+def pair_logps(model, prompts: Sequence[list[int]], chosen: Sequence[list[int]], rejected: Sequence[list[int]],
+               *, pad_id: int = 0, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed chosen and rejected log-probs of every pair, float32 (N,) each on the CPU, with each prompt computed
+    once where the model supports the prefix-shared forward (the trainer's `forward: auto`), else two padded
+    rows per pair; the two agree within float32 rounding."""
+    if not supports_prefix_sharing(model)[0]:
+        return (completion_logps(model, prompts, chosen, pad_id=pad_id, batch_size=batch_size)[0],
+                completion_logps(model, prompts, rejected, pad_id=pad_id, batch_size=batch_size)[0])
+    out_chosen, out_rejected = [], []
+    for start in range(0, len(prompts), batch_size):
+        end = start + batch_size
+        rows = [[(p, c), (p, r)] for p, c, r in zip(prompts[start:end], chosen[start:end], rejected[start:end],
+                                                       strict=True)]
+        logps = prefix_shared_logps(model, rows, pad_id=pad_id).cpu()
+        out_chosen.append(logps[:len(rows)])
+        out_rejected.append(logps[len(rows):])
+    if not out_chosen:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(out_chosen), torch.cat(out_rejected)

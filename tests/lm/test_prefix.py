@@ -14,15 +14,15 @@ import pytest
 import torch
 
 from prefgate.errors import InputError
-from prefgate.train import prefix
-from prefgate.train.batches import TokenizedData, collate
-from prefgate.train.chunked import chunked_target_logps
-from prefgate.train.prefix import (
+from prefgate.lm import prefix
+from prefgate.lm.chunked import chunked_target_logps
+from prefgate.lm.prefix import (
     build_layout,
     prefix_shared_logps,
     resolve_forward,
     supports_prefix_sharing,
 )
+from prefgate.train.batches import TokenizedData, collate
 from prefgate.train.step import forward_logps
 
 VOCAB, EOS, PAD = 61, 2, 0
@@ -285,7 +285,7 @@ def test_resolve_forward_picks_falls_back_with_a_logged_reason_or_refuses(caplog
     assert resolve_forward(model, "auto")[0] == "prefix_shared"
     assert resolve_forward(model, "concatenated")[0] == "concatenated"
     model.config._attn_implementation = "flash_attention_2"
-    with caplog.at_level(logging.WARNING, logger="prefgate.train.prefix"):
+    with caplog.at_level(logging.WARNING, logger="prefgate.lm.prefix"):
         chosen, reason = resolve_forward(model, "auto")
     assert chosen == "concatenated" and "flash_attention_2" in reason and "flash_attention_2" in caplog.text
     with pytest.raises(InputError, match="forward"):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from prefgate.eval.reference import pair_logps
-from prefgate.train.logps import completion_logps
-from prefgate.train.prefix import supports_prefix_sharing
+from prefgate.lm.logps import completion_logps
+from prefgate.lm.prefix import pair_logps, supports_prefix_sharing
 
 
 def _pairs(n: int, vocab: int, seed: int = 0):

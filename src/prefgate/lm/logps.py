@@ -1,12 +1,14 @@
 """Sequence log-probabilities: the one computation that DPO training, preference accuracy and KL share.
 
-Two functions:
+Three functions:
 
 - `sequence_logps(logits, labels, loss_mask)`: summed log-probabilities of the masked label tokens, in
   float32 whatever the dtype of `logits`, with the causal shift (the logits at position t predict the
   token at t + 1). A row with no masked token gives 0, never NaN.
 - `completion_logps(model, prompt_ids, completion_ids, ...)`: pads a list of (prompt, completion) token
   id lists into batches, runs the model, and returns each example's summed completion log-probability.
+- `token_logps(model, prompt_ids, completion_ids, ...)`: the same forward, but every completion token's
+  log-probability (what `prefgate diagnose` and the trainer's shift probe split at the first differing token).
 
 Shapes: B = batch, T = sequence length, V = vocabulary.
 """
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["completion_logps", "pad_examples", "sequence_logps"]
+__all__ = ["completion_logps", "pad_examples", "sequence_logps", "token_logps"]
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor,
@@ -87,3 +89,37 @@ def completion_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids:
     if not out_logps:
         return torch.zeros(0, dtype=torch.float32), torch.zeros(0, dtype=torch.long)
     return torch.cat(out_logps), torch.cat(out_counts)
+
+
+def _per_token(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """log p(input_ids[:, t + 1] | input_ids[:, :t + 1]) for every t: float32 (B, T - 1).
+
+    The target's logit minus the log-sum-exp, in float32: log-softmax without a second (B, T, V) tensor.
+    """
+    logits = logits[:, :-1, :].float()  # float32 before normalising
+    target = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return target - torch.logsumexp(logits, dim=-1)
+
+
+@torch.no_grad()
+def token_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+                pad_id: int = 0, batch_size: int = 8) -> list[list[float]]:
+    """Each completion token's log-probability under `model` given the prompt and the tokens before it.
+
+    Returns one list per example (len(completion_ids[i]) floats, float32 precision), in the input's order;
+    an empty completion gives []. Their sums agree with `completion_logps`. Prompts must be non-empty (the
+    first token is never scored). The caller chooses the mode (eval, no dropout); no gradient is kept.
+    """
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    device = next(model.parameters()).device
+    out: list[list[float]] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        prompts, completions = prompt_ids[start: start + batch_size], completion_ids[start: start + batch_size]
+        input_ids, attention_mask, _ = pad_examples(prompts, completions, pad_id=pad_id)  # checks the lengths
+        input_ids = input_ids.to(device)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask.to(device), use_cache=False).logits
+        per_token = _per_token(logits, input_ids).cpu()  # (B, T-1); column t scores token t + 1
+        for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            out.append(per_token[row, len(p) - 1: len(p) - 1 + len(c)].tolist())
+    return out

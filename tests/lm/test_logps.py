@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from prefgate.train.logps import completion_logps, pad_examples, sequence_logps
+from prefgate.lm.logps import completion_logps, pad_examples, sequence_logps
 
 
 def naive_logps(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> list[float]:

@@ -1,4 +1,12 @@
-"""Load a model to evaluate: a model folder (or hub id), a PEFT adapter, or a prefgate run directory.
+"""Loading models and tokenizers, the one place every stage gets a model from.
+
+- `load_causal_lm(name_or_path)`: `AutoModelForCausalLM.from_pretrained` with a one-line error (the trainer's
+  policy and reference, the editor, the merge).
+- `load_model(path)`: a model to run (eval, diagnose, sweep, sampling): a model folder (or hub id), a PEFT
+  adapter, or a prefgate run directory, with its tokenizer, on a device, in eval mode.
+- `merge_adapter(run_dir, out)`: base + adapter of a LoRA run as one plain transformers model.
+- `eval_mode(model)`, `pad_token_id(tokenizer)`, `check_same_vocab(policy, reference)`: small helpers
+  that every caller of a model needs.
 
 `load_model(path)` looks, in order, for:
 1. `path/adapter/adapter_config.json` (a run directory holding a LoRA adapter): the base model named by
@@ -13,6 +21,7 @@ base model that has one. `trust_remote_code` is off. The model is put in eval mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,13 +67,23 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _from_pretrained(source: str, dtype) -> Any:
+def load_causal_lm(name_or_path: str, *, dtype=None, trust_remote_code: bool = False,
+                   attn_implementation: str | None = None, quantization_config=None, what: str = "model"):
+    """`AutoModelForCausalLM.from_pretrained` (float32 unless `dtype`: mixed precision is the accelerator's job;
+    bfloat16 under 4-bit quantization), with a one-line error naming the path when it cannot be loaded."""
+    import torch
     from transformers import AutoModelForCausalLM
 
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype or torch.float32}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        kwargs["dtype"] = torch.bfloat16
     try:
-        return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, dtype=dtype)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot load model: {_first_line(err)}", where=source) from None
+        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except Exception as err:  # any failure to load is the user's path or files: one line, not a traceback
+        raise InputError(f"cannot load {what}: {_first_line(err)}", where=name_or_path) from None
 
 
 def _tokenizer(candidates: list[Path | str]) -> Any:
@@ -88,7 +107,7 @@ def _load_adapter(adapter_dir: Path, run_dir: Path, dtype) -> LoadedModel:
                          where=str(adapter_dir / "adapter_config.json")) from None
     if not base:
         raise InputError("base_model_name_or_path is empty", where=str(adapter_dir / "adapter_config.json"))
-    base_model = _from_pretrained(base, dtype)
+    base_model = load_causal_lm(base, dtype=dtype, what="base model")
     try:
         model = PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
     except (OSError, ValueError, RuntimeError) as err:
@@ -109,9 +128,57 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = No
         loaded = _load_adapter(root, root, torch_dtype)
     else:
         folder = root / "model" if (root / "model" / "config.json").exists() else root
-        model = _from_pretrained(str(folder), torch_dtype)
+        model = load_causal_lm(str(folder), dtype=torch_dtype)
         candidates: list[Path | str] = [folder, root] if root.exists() else [str(folder)]
         loaded = LoadedModel(model, _tokenizer(candidates), {"path": str(path), "base": None, "adapter": None})
     loaded.model.to(device or default_device())
     loaded.model.eval()
     return loaded
+
+
+def merge_adapter(run_dir: str | Path, out: str | Path, *, trust_remote_code: bool = False) -> Path:
+    """Write base + adapter of a run folder as one plain transformers model (and its tokenizer)."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    adapter = Path(run_dir) / "adapter"
+    if not (adapter / "adapter_config.json").exists():
+        raise InputError("no adapter/adapter_config.json: not a LoRA run folder", where=str(run_dir))
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = PeftModel.from_pretrained(load_causal_lm(base, trust_remote_code=trust_remote_code, what="base model"),
+                                      str(adapter))
+    merged = model.merge_and_unload()
+    out = Path(out)
+    merged.save_pretrained(out)
+    tok_src = adapter if (adapter / "tokenizer_config.json").exists() else base
+    AutoTokenizer.from_pretrained(str(tok_src), trust_remote_code=trust_remote_code).save_pretrained(out)
+    return out
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """`model` in eval mode (no dropout) inside the block, its previous mode restored after; yields the model."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id to pad with: the tokenizer's pad token, else its EOS, else 0 (padded positions are never attended
+    to or scored, so the choice changes no result)."""
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if value is not None:
+            return int(value)
+    return 0  # pragma: no cover
+
+
+def check_same_vocab(policy: Any, reference: Any) -> None:
+    """A one-line error unless the two models' output vocabularies have the same size (one tokenizer)."""
+    p_vocab = policy.get_output_embeddings().weight.shape[0]
+    r_vocab = reference.get_output_embeddings().weight.shape[0]
+    if p_vocab != r_vocab:
+        raise InputError(f"the reference model's vocabulary ({r_vocab}) differs from the policy's ({p_vocab}); "
+                         "they must share a tokenizer", field="reference")

@@ -1,0 +1,88 @@
+"""Where prefgate writes for a person: results on stdout, notes and progress bars on stderr.
+
+The bottom layer every stage may use (it imports nothing of prefgate), so library code never reaches up
+into `prefgate.commands` for a console. A Python API user silences notes and progress bars with
+`set_quiet(True)` or, for a block, `with quiet(): ...`; results (`say`) are only printed by the CLI.
+
+>>> from prefgate import console
+>>> with console.quiet():        # doctest: +SKIP
+...     train(config)            # no notes, no progress bars
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+
+__all__ = ["console", "err_console", "is_quiet", "note", "progress", "quiet", "say", "set_quiet"]
+
+console = Console()  # results
+err_console = Console(stderr=True)  # progress, notes, errors
+
+_quiet = False
+
+
+def set_quiet(value: bool) -> None:
+    """Silence (True) or restore (False) `note` and `progress` for the whole process."""
+    global _quiet
+    _quiet = bool(value)
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+@contextlib.contextmanager
+def quiet(value: bool = True) -> Iterator[None]:
+    """`set_quiet(value)` inside the block, the previous setting restored after."""
+    before = _quiet
+    set_quiet(value)
+    try:
+        yield
+    finally:
+        set_quiet(before)
+
+
+def say(message: str) -> None:
+    """A result line on stdout: plain text, never wrapped (fingerprints and paths stay copyable)."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def note(message: str, *, force: bool = False) -> None:
+    """A progress or notice line on stderr, plain and unwrapped; silent when quiet unless `force` (errors)."""
+    if _quiet and not force:
+        return
+    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress(total: int, description: str, *, completed: int = 0, enabled: bool = True, postfix: str | None = None,
+             transient: bool = True) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr, starting at `completed` of `total`; yields `advance(n=1, **fields)`.
+
+    A no-op when disabled or quiet. `postfix` is a format string over the task's fields (e.g.
+    "loss {task.fields[loss]}"); `advance(n, loss="0.69")` updates them.
+    """
+    if not enabled or _quiet:
+        yield lambda n=1, **fields: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    if postfix:
+        columns.append(TextColumn(postfix))
+    bar = Progress(*columns, console=err_console, transient=transient)
+    with bar:
+        task = bar.add_task(description, total=total, completed=completed, **_empty_fields(postfix))
+        yield lambda n=1, **fields: bar.update(task, advance=n, **fields)
+
+
+def _empty_fields(postfix: str | None) -> dict[str, str]:
+    """Every `{task.fields[name]}` in `postfix`, as "" so the first render has them."""
+    if not postfix:
+        return {}
+    import re
+
+    return {name: "" for name in re.findall(r"task\.fields\[['\"]?(\w+)['\"]?\]", postfix)}

@@ -30,13 +30,14 @@ setup() {
 }
 
 system_test_deps() {
-    # Browser and terminal for the end-to-end tests (they skip, with a reason, when these are absent).
+    # Browser and terminal for the end-to-end tests (they skip, with a reason, when these are absent; under
+    # CI=true they fail instead, so a green CI means they ran).
     # Installed only in CI (CI=true) as root with apt-get: never touch a developer's system unasked.
     [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 0
     command -v chromium >/dev/null && command -v tmux >/dev/null && return 0
     echo "installing chromium, fonts-dejavu-core and tmux for the e2e tests ..." >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core tmux) \
-        >/tmp/prefgate-apt.log 2>&1 || echo "apt-get failed (see /tmp/prefgate-apt.log); e2e browser tests will skip" >&2
+        >/tmp/prefgate-apt.log 2>&1 || echo "apt-get failed (see /tmp/prefgate-apt.log); the e2e browser and terminal tests will fail under CI=true" >&2
 }
 
 cmd=${1:-}

@@ -49,7 +49,7 @@ def run_prefgate(model_dir: str, data: str, out: str, steps: int, batch: int, fo
     return {"pairs_per_s": sum(r["pairs_per_s"] for r in rows) / len(rows), "wall_s": wall}
 
 
-def run_bare(model_dir: str, data: str, out: str, steps: int, batch: int, forward: str) -> dict:
+def run_bare(model_dir: str, data: str, out: str, steps: int, batch: int, forward: str) -> dict:  # noqa: ARG001
     """The floor: the concatenated forward whatever `forward` says, no reference, no metrics."""
     import torch
 

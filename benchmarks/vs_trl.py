@@ -205,7 +205,7 @@ class Sequential:
         self.processes, self.seed, self.global_batch = processes, seed, batch_size
         self.steps_per_epoch = n_examples // batch_size
 
-    def micro_batches(self, step: int, rank: int) -> list[list[int]]:
+    def micro_batches(self, step: int, rank: int) -> list[list[int]]:  # noqa: ARG002 - one process
         return [list(range((step - 1) * self.batch_size, step * self.batch_size))]
 
 
@@ -253,7 +253,7 @@ def run_trl(args) -> dict:
     state = {"times": [], "cpu_times": [], "t0": 0.0, "c0": 0.0, "loss0": None, "ran": 0, "baseline": 0.0}
 
     class Timer(TrainerCallback):
-        def on_step_begin(self, a, s, control, **kw):
+        def on_step_begin(self, _args, s, _control, **_kw):
             if s.global_step == 1:
                 state["baseline"] = _reset_peak_rss()
                 if device.type == "cuda":
@@ -261,7 +261,7 @@ def run_trl(args) -> dict:
             _sync(device)
             state["t0"], state["c0"] = time.perf_counter(), time.process_time()
 
-        def on_step_end(self, a, s, control, **kw):
+        def on_step_end(self, _args, s, _control, **_kw):
             _sync(device)
             if s.global_step > 1:  # global_step is already incremented: step 1 is the warm-up
                 state["times"].append(time.perf_counter() - state["t0"])

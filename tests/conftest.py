@@ -1,8 +1,15 @@
-"""Shared fixtures: a tiny tokenizer/model on a local path, a CLI runner, and a JSONL writer."""
+"""Shared fixtures: a tiny tokenizer/model on a local path, a CLI runner, a JSONL writer, and the `needs` marker.
+
+`@pytest.mark.needs("chromium")` (or "tmux", "hh_data") marks an end-to-end test that needs something outside
+Python. Where it is missing the test is skipped with the reason; in CI (`CI=true`) it fails instead, so a
+green CI means the browser, terminal and real-data tests ran.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +17,25 @@ from typer.testing import CliRunner
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HH_TEST = SHARED_DATA / "hh-rlhf-harmless-base-test.jsonl.gz"
+CHROMIUM = Path("/usr/bin/chromium")
+
+# What each `needs` name checks, and how to get it.
+NEEDS = {
+    "chromium": (lambda: CHROMIUM.exists(), "needs Debian's chromium (apt-get install -y chromium)"),
+    "tmux": (lambda: shutil.which("tmux") is not None, "tmux is not installed (CI: apt-get install -y tmux)"),
+    "hh_data": (lambda: HH_TEST.exists(), f"{HH_TEST} is not beside the repository"),
+}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        for name in mark.args:
+            available, reason = NEEDS[name]
+            if available():
+                continue
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true, so this end-to-end test may not skip: {reason}", pytrace=False)
+            pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def progress(total: int, description: str, *, completed: int = 0, enabled: bool 
     "loss {task.fields[loss]}"); `advance(n, loss="0.69")` updates them.
     """
     if not enabled or _quiet:
-        yield lambda n=1, **fields: None
+        yield lambda _n=1, **_fields: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

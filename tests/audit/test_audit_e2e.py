@@ -16,8 +16,8 @@ import pytest
 
 from prefgate.audit import run_audit
 from prefgate.report import write_audit_html
+from tests.conftest import CHROMIUM
 
-CHROMIUM = Path("/usr/bin/chromium")
 HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -43,7 +43,7 @@ def report_page(tmp_path, pairs):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+@pytest.mark.needs("chromium")
 def test_html_renders_in_chromium_without_console_errors(tmp_path, report_page):
     dom = chromium(tmp_path, "--dump-dom", report_page.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -60,7 +60,7 @@ def test_html_renders_in_chromium_without_console_errors(tmp_path, report_page):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+@pytest.mark.needs("chromium")
 def test_console_errors_are_caught(tmp_path):
     page = tmp_path / "bad.html"
     page.write_text('<!DOCTYPE html><html><body><script>console.error("boom")</script></body></html>')
@@ -68,7 +68,7 @@ def test_console_errors_are_caught(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HH.exists(), reason=f"needs {HH}")
+@pytest.mark.needs("hh_data")
 def test_hh_rlhf_harmless_audit(tmp_path):
     from prefgate.data import read_dataset
 

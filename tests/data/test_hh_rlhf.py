@@ -8,7 +8,7 @@ from prefgate.cli import app
 from prefgate.data import read_dataset
 from tests.conftest import HH_TEST
 
-pytestmark = pytest.mark.skipif(not HH_TEST.exists(), reason=f"{HH_TEST} is not beside the repository")
+pytestmark = pytest.mark.needs("hh_data")
 
 
 def test_convert_gives_2312_explicit_prompt_records(tmp_path, runner):

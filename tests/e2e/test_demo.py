@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from prefgate.cli import app
+from tests.conftest import CHROMIUM
 
-CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--enable-logging=stderr", "--v=0", "--window-size=1280,2400"]
@@ -92,7 +92,7 @@ def test_report_html_is_rendered_from_the_json_alone(quick_demo, report):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+@pytest.mark.needs("chromium")
 def test_report_renders_in_chromium(quick_demo, tmp_path):
     page = (quick_demo[0] / "report.html").as_uri()
 

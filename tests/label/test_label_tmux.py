@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from tests.label.test_label_commands import cli
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (CI: apt-get install -y tmux)"),
+    pytest.mark.needs("tmux"),
 ]
 
 WIDTH, HEIGHT = 120, 40

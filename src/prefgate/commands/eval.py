@@ -38,21 +38,6 @@ def parse_bands(text: str | None) -> GradeBands:
         raise InputError(first, field="--bands") from None
 
 
-def _judge(url: str | None, model: str | None, key_env: str | None, local: str | None):
-    from prefgate.eval.judge import HttpJudge, LocalJudge
-
-    if url and local:
-        raise InputError("give either --judge-url or --judge-local, not both", field="judge")
-    if url:
-        if not model:
-            raise InputError("--judge-url needs --judge-model (the model name the endpoint serves)",
-                             field="judge-model")
-        return HttpJudge(url, model, api_key_env=key_env)
-    if local:
-        return LocalJudge(local)
-    return None
-
-
 def print_report(report: dict[str, Any]) -> None:
     """The per-category table and the overall line, on stdout."""
     table = Table(title=f"eval: {report['model'].get('path')}")
@@ -106,6 +91,7 @@ def run(
     if missing:
         raise InputError(f"missing option {missing[0]} (usage: prefgate eval --model M --suite S.jsonl "
                          "--out EVAL.json)")
+    from prefgate.eval.judge import make_judge
     from prefgate.eval.runner import EvalOptions, run_eval
     from prefgate.eval.suite import load_suite
     from prefgate.lm.generate import GenerationConfig
@@ -115,7 +101,7 @@ def run(
         generation=GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=tuple(stop or ()),
                                     system_prompt=system_prompt),
         bands=parse_bands(bands), seed=seed, beta=beta, dtype=dtype, device=device)
-    judge = _judge(judge_url, judge_model, judge_api_key_env, judge_local)
+    judge = make_judge(judge_url, judge_model, judge_api_key_env, judge_local)
     report = run_eval(model, str(suite), options=options, judge=judge, reference=reference, pairs=pairs)
     write_json(report, out)
     print_report(report)

@@ -8,15 +8,14 @@ Wiring (cli.py): `app.add_typer(pairs.app, name="pairs")`. Exit codes: 0 success
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from prefgate.commands.common import console, err_console, guarded, note, say
+from prefgate.commands.common import console, guarded, note, say
+from prefgate.console import progress
 from prefgate.errors import InputError
 
 app = typer.Typer(help="Build preference pairs: constructed wrong answers, or sampled and graded candidates.",
@@ -59,20 +58,6 @@ def _editor(url: str | None, model: str | None, key_env: str | None, local: str 
     if local:
         return LocalEditor(local, template=text, max_new_tokens=max_new_tokens, device=device)
     return None
-
-
-@contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
-    """A transient progress bar on stderr; yields `advance_to(n_done)`."""
-    if not enabled:
-        yield lambda done: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("constructing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task("constructing", total=total)
-        yield lambda done: bar.update(task, completed=done)
 
 
 def summary_table(summary: dict[str, dict[str, Any]]) -> Table:
@@ -135,22 +120,10 @@ def construct(
                      device) if "editor" in names else None
     named = resolve_strategies(names, items, numeric_target=numeric_target, entities=_read_entities(entities),
                                editor=editor)
-    with _progress(editor is not None, len(items)) as advance:  # only the editor is slow enough to need one
-        result = build_pairs(items, named, seed, progress=advance)
+    with progress(len(items), "constructing", enabled=editor is not None) as advance:  # only the editor is slow
+        result = build_pairs(items, named, seed, progress=lambda _done: advance(1))  # called once per item
     console.print(summary_table(result.summary([n for n, _ in named])))
     _write(result.pairs, result.skipped, out)
-
-
-def _judge(url: str | None, model: str | None, key_env: str | None, local: str | None):
-    from prefgate.eval.judge import HttpJudge, LocalJudge
-
-    if url and local:
-        raise InputError("give either --judge-url or --judge-local, not both", field="judge")
-    if url:
-        if not model:
-            raise InputError("--judge-url needs --judge-model", field="judge-model")
-        return HttpJudge(url, model, api_key_env=key_env)
-    return LocalJudge(local) if local else None
 
 
 @app.command()
@@ -180,6 +153,7 @@ def sample(
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
 ) -> None:
     """Sample k candidates per prompt, grade them, and pair the best with the worst."""
+    from prefgate.eval.judge import make_judge
     from prefgate.pairs.sample import SampleOptions, make_grader, read_prompts, sample_pairs, scorer_for
 
     options = SampleOptions(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -189,7 +163,7 @@ def sample(
         raise InputError("--judge-url/--judge-local are for --grader judge", field="grader")
     items = read_prompts(prompts, scorer_for(grader))  # validated before any model loads
     note(f"read {len(items)} prompts from {prompts}")
-    judge = _judge(judge_url, judge_model, judge_api_key_env, judge_local) if grader == "judge" else None
+    judge = make_judge(judge_url, judge_model, judge_api_key_env, judge_local) if grader == "judge" else None
     result = sample_pairs(model, items, make_grader(grader, judge=judge), options)
     for warning in result.warnings:
         note(f"warning: {warning}")

@@ -45,7 +45,7 @@ def _write_jsonl(records: list[Record], path: Path, *, gz: bool) -> None:
             fh.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
 
 
-def _write_parquet(records: list[Record], path: Path, *, gz: bool) -> None:
+def _write_parquet(records: list[Record], path: Path, *, gz: bool) -> None:  # noqa: ARG001 - Parquet compresses itself
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -114,6 +114,3 @@ def suite_items(problems: list[Problem]) -> list[dict]:
     return [{"id": p.id, "category": p.category, "prompt": p.prompt, "answer": p.answer, "scorer": "exact"}
             for p in problems]
 
-
-def is_correct(problem: Problem, output: str) -> bool:
-    return output.strip() == problem.answer

@@ -126,3 +126,18 @@ class LocalJudge(_Judge):
 
         config = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=1)
         return generate(self.loaded.model, self.loaded.tokenizer, [messages], config, progress=False)[0]
+
+
+def make_judge(url: str | None, model: str | None, api_key_env: str | None, local: str | None) -> _Judge | None:
+    """The judge that the `--judge-url/--judge-model/--judge-api-key-env` or `--judge-local` options name,
+    or None when neither is given; a one-line InputError for a contradictory or incomplete choice."""
+    if url and local:
+        raise InputError("give either --judge-url or --judge-local, not both", field="judge")
+    if url:
+        if not model:
+            raise InputError("--judge-url needs --judge-model (the model name the endpoint serves)",
+                             field="judge-model")
+        return HttpJudge(url, model, api_key_env=api_key_env)
+    if local:
+        return LocalJudge(local)
+    return None

@@ -64,9 +64,10 @@ def _metric_keys(task_results: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def pick_metric(task: str, task_results: dict[str, Any], higher_is_better: dict[str, Any],
+def pick_metric(task_results: dict[str, Any], higher_is_better: dict[str, Any],
                 metric: str | None = None) -> tuple[str, str] | None:
-    """The (metric, filter) that scores `task`, or None when it has none in [0, 1] with higher better."""
+    """The (metric, filter) that scores a task from its results, or None when it has none in [0, 1] with higher
+    better."""
     keys = _metric_keys(task_results)
     if metric:
         name, _, filt = metric.partition(",")
@@ -182,7 +183,7 @@ def import_lm_eval(results_path: str | Path, samples: list[str | Path] | None = 
     categories, items, skipped, warnings, suite_parts = {}, [], [], [], []
     for task in sorted(tasks):
         task_results = results["results"][task]
-        picked = pick_metric(task, task_results, (results.get("higher_is_better") or {}).get(task) or {}, metric)
+        picked = pick_metric(task_results, (results.get("higher_is_better") or {}).get(task) or {}, metric)
         if picked is None:
             skipped.append({"task": task, "reason": "no metric in [0, 1] with higher values better"
                             + (f" named {metric!r}" if metric else "")})

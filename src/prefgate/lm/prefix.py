@@ -200,7 +200,7 @@ def _flex_mask(layout: Layout):
 
     seg, br = layout.segment, layout.branch
 
-    def mask_mod(b, h, q, k):
+    def mask_mod(b, h, q, k):  # noqa: ARG001 - flex attention's mask_mod signature; the mask is the same per head
         return (seg[b, q] == seg[b, k]) & (k <= q) & ((br[b, k] == 0) | (br[b, k] == br[b, q]))
 
     rows, width = seg.shape
@@ -333,6 +333,16 @@ def _probe_rows(vocab_size: int) -> list[list[Row]]:
     return [[(p, ids(c)), (p, ids(r))] for p, c, r in ((ids(5), 4, 3), (ids(3), 1, 6), (ids(7), 5, 5))]
 
 
+# How close the probe's prefix-shared and concatenated sums must be. Each probe sum adds 1-6 token log-probs
+# of about -log(vocab) each. In float32 the two layouts differ by reduction order only (~1e-5 a token).
+# With half-precision weights (bf16: 8 mantissa bits, relative rounding ~4e-3) the two layouts round
+# differently in every matmul, which reaches ~0.1 per token on a random-initialised model, so up to ~0.5
+# on a 6-token sum; a mask or position ids the model ignores moves a sum by whole nats (a token then sees
+# the other branch or the wrong position), which is what the probe exists to catch.
+PROBE_TOLERANCE_FP32 = {"rtol": 1e-4, "atol": 1e-3}
+PROBE_TOLERANCE_HALF = {"rtol": 2e-2, "atol": 0.5}
+
+
 @torch.no_grad()
 def _probe(hf) -> tuple[bool, str]:
     """Prefix-shared (packed) against concatenated log-probs on a few random pairs, in eval mode."""
@@ -342,7 +352,7 @@ def _probe(hf) -> tuple[bool, str]:
         ours = prefix_shared_logps(hf, rows, pad_id=0, pack_tokens=64).cpu()
         ref = completion_logps(hf, [p for p, _ in flat], [c for _, c in flat], pad_id=0, batch_size=len(flat))[0]
     full = hf.get_input_embeddings().weight.dtype == torch.float32
-    if torch.allclose(ours, ref, rtol=1e-4 if full else 2e-2, atol=1e-3 if full else 0.5):
+    if torch.allclose(ours, ref, **(PROBE_TOLERANCE_FP32 if full else PROBE_TOLERANCE_HALF)):
         head = "chunked LM head" if _plain_head(hf) else "the model's own LM head on completion positions"
         return True, f"prefix sharing with {hf.config._attn_implementation} attention and {head}"
     gap = float((ours - ref).abs().max())

@@ -113,7 +113,7 @@ class LocalEditor:
                          progress=progress)
         self.replies.update({it.id: text for it, text in zip(todo, texts, strict=True)})
 
-    def __call__(self, item: GoldItem, rng: random.Random) -> list[Rejection]:
+    def __call__(self, item: GoldItem, rng: random.Random) -> list[Rejection]:  # noqa: ARG002 - strategy signature
         if item.id not in self.replies:
             self.prepare([item])
         return [(_clean_reply(self.replies[item.id], item), {"editor": self.path})]

@@ -122,7 +122,7 @@ def numeric_for(target: str) -> Strategy:
 # choice
 
 
-def choice(item: GoldItem, rng: random.Random) -> list[Rejection]:
+def choice(item: GoldItem, rng: random.Random) -> list[Rejection]:  # noqa: ARG001 - strategy signature
     """One rejection per wrong option (ARC, HellaSwag): the chosen side is the right option's text."""
     if not item.choices:
         raise Skip("not a multiple-choice item (no choices)")

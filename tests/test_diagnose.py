@@ -15,13 +15,13 @@ from prefgate.diagnose import (
     PROBE_METRICS,
     ShiftProbe,
     diagnose,
-    diagnose_html,
     first_difference,
     pair_diagnosis,
     segment_means,
 )
 from prefgate.lm.load import load_model
 from prefgate.lm.logps import completion_logps, token_logps
+from prefgate.report.diagnose import diagnose_html
 from tests.conftest import write_jsonl
 
 # Tokenised by the tiny BPE as ' The',' capital',' of',' France',' is',' ' then 'Pa','ris','.' (chosen) and

@@ -352,3 +352,101 @@ def test_gate_files_names_the_file_in_errors(tmp_path):
     with pytest.raises(InputError) as err:
         gate_files(base, cand)
     assert str(err.value).startswith(str(cand))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The score-drop rule (issue 16): a significant drop of more than max_grade_drop grade widths blocks
+
+
+def test_a_true_two_grade_drop_on_100_items_now_blocks_at_least_95_percent():
+    """0.92 -> 0.72 on 100 items, in a suite with two unchanged categories (Holm over three). Each item is
+    drawn from a population where the candidate gets 21% of the items wrong that the baseline gets right and
+    1% right that it gets wrong (a fine-tune that breaks some items and fixes a few), so the drop is
+    almost always significant; the letters alone miss it whenever the realised grades land one apart
+    (0.91 A -> 0.80 B). Measured: the grade rule alone blocked 258/300 (86.0%); with the score-drop rule,
+    297/300 (99.0%)."""
+    rng = np.random.default_rng(16)
+    by_letters = blocked = 0
+    for _ in range(300):
+        u = rng.random(100)
+        baseline = {"math": [float(x) for x in (u < 0.21) | ((u >= 0.22) & (u < 0.93))]}
+        candidate = {"math": [float(x) for x in (u >= 0.21) & (u < 0.93)]}
+        for name, (n, mean) in {"chat": (80, 0.75), "safety": (60, 0.95)}.items():
+            probabilities = rng.beta(2 * mean, 2 * (1 - mean), size=n)
+            baseline[name], candidate[name] = (list((rng.random(n) < probabilities).astype(float)) for _ in "bc")
+        result = decide(make_report(baseline), make_report(candidate))
+        math = next(row for row in result["categories"] if row["name"] == "math")
+        blocked += math["status"] == "block"
+        by_letters += math["grade_drop"] > 1 and math["p_adjusted"] < 0.05
+    print(f"0.92 -> 0.72 on 100 items: blocked {blocked}/300 (grade rule alone: {by_letters}/300)")
+    assert by_letters <= 285 and blocked >= 285
+
+
+def test_score_drop_rule_boundary_one_grade_width_passes_more_blocks():
+    """0.92 -> 0.82 (A -> B, exactly 10 points, 10 vs 0 discordant, p = 0.002) is the one grade
+    max_grade_drop allows: pass. 0.92 -> 0.81 (A -> B, 11 points) is more than one grade width: block."""
+    base = {"math": ones_then_zeros(100, 92), **{f"big{k}": ones_then_zeros(100, 50) for k in range(2)}}
+    exactly = decide(make_report(base), make_report({**base, "math": flip(base["math"], 10)}))
+    row = next(r for r in exactly["categories"] if r["name"] == "math")
+    assert row["p_adjusted"] < 0.05 and row["grade_drop"] == 1 and row["status"] == "pass"
+    assert category_reasons(exactly) == []  # (the overall rule blocks: 10 of 300 items lost)
+    more = decide(make_report(base), make_report({**base, "math": flip(base["math"], 11)}))
+    row = next(r for r in more["categories"] if r["name"] == "math")
+    assert row["grade_drop"] == 1 and row["status"] == "block"
+    assert category_reasons(more) and "'math' dropped 0.110, more than max_grade_drop=1 grade width" in \
+        category_reasons(more)[0]
+    # not significant, it is silent: 0.80 -> 0.65 on 20 items (4 vs 1) is a two-grade warning already, and
+    # 0.90 -> 0.75 on 20 items (5 vs 2, p = 0.45) one grade and a half: neither warns about the score
+    small = {"edge": ones_then_zeros(20, 18), **{f"big{k}": ones_then_zeros(100, 50) for k in range(2)}}
+    quiet = decide(make_report(small), make_report({**small, "edge": flip(small["edge"], 5, 2)}))
+    assert quiet["decision"] == "promote" and not any("'edge'" in w for w in quiet["warnings"])
+
+
+def test_score_drop_rule_keeps_the_grade_rule_reasons_and_respects_max_grade_drop():
+    base = {"math": ones_then_zeros(100, 92)}
+    cand = {"math": flip(base["math"], 25)}  # 0.67: A -> D, three grades
+    result = decide(make_report(base), make_report(cand))
+    assert [r for r in result["reasons"] if "'math'" in r and "fell 3 grades" in r]
+    assert not [r for r in result["reasons"] if "grade width" in r]  # one finding per category
+    lenient = decide(make_report(base), make_report(cand), GatePolicy(max_grade_drop=3))
+    assert [r for r in lenient["reasons"] if r.startswith("overall")] == lenient["reasons"]  # 25 points < 3 widths
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Suite sizing in the gate report (issue 16)
+
+
+def test_rows_carry_sizing_and_an_underpowered_category_warns_without_blocking():
+    base = {"qa": ones_then_zeros(100, 95), "math": ones_then_zeros(400, 320), "chat": [0.85] * 30}
+    result = decide(make_report(base), make_report(base))
+    assert result["decision"] == "promote" and result["warnings"] == []
+    rows = {row["name"]: row for row in result["categories"]}
+    assert rows["qa"]["one_grade_detectable"] is False and rows["qa"]["items_for_one_grade"] == 156
+    assert rows["qa"]["detectable_drop"] == pytest.approx(0.1327)
+    assert rows["math"]["one_grade_detectable"] is True and rows["math"]["detectable_drop"] < 0.10
+    assert rows["chat"]["detectable_drop"] is None and rows["chat"]["one_grade_detectable"] is None  # graded
+    assert all(row["enforced"] for row in rows.values())
+    [warning] = result["suite_warnings"]
+    assert warning.startswith("category 'qa' (100 items) cannot detect a one-grade drop with 80% power")
+    assert "about 156 items" in warning
+
+
+def test_small_category_says_the_suite_is_too_small_to_enforce_the_rule():
+    """A -> C on 16 items: a warning, which now says why (and the suite warning, how many items)."""
+    base = {**_balanced_noise(), "tiny": ones_then_zeros(16, 15)}
+    cand = {name: flip(v, 6, 6) for name, v in base.items()}
+    cand["tiny"] = flip(base["tiny"], 3)  # 12/16 = 0.75, C
+    result = decide(make_report(base), make_report(cand))
+    tiny = next(r for r in result["categories"] if r["name"] == "tiny")
+    assert tiny["grade_drop"] == 2 and tiny["status"] == "warn" and tiny["enforced"] is False
+    assert any("'tiny' fell 2 grades" in w and "too small to enforce the rule" in w for w in result["warnings"])
+    [size] = [w for w in result["suite_warnings"] if "'tiny'" in w]
+    assert "fewer than min_items=20" in size and "too small to enforce" in size
+    assert f"about {tiny['items_for_one_grade']} items" in size
+
+
+def test_cli_prints_the_suite_warnings(tmp_path):
+    base = _write(tmp_path / "base.json", make_report({"a": ones_then_zeros(100, 95)}))
+    result = CliRunner().invoke(_app(), ["gate", str(base), str(base)])
+    assert result.exit_code == 0, result.output
+    assert "cannot detect a one-grade drop" in result.stdout

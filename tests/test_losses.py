@@ -19,11 +19,12 @@ from trl.trainer.dpo_trainer import DPOTrainer
 from trl.trainer.kto_trainer import KTOTrainer
 
 from prefgate import losses as L
-from prefgate.losses import LossOutput, LossType, compute_loss
+from prefgate.losses import LossOutput, LossType, RowLayout, compute_loss
 
 F64 = torch.float64
 S = 0.31326168751822286  # log(1 + e^-1)
-PAIRED = [t for t in LossType if t.paired]
+# Every loss called with the paired signature (pc, pr, rc, rr): the PAIR losses, and SFT, which takes it too.
+PAIRED = [t for t in LossType if t.row_layout is not RowLayout.UNPAIRED_KL]
 
 
 def t64(*values: float) -> torch.Tensor:
@@ -453,9 +454,25 @@ def test_loss_type_members_are_the_config_names():
     assert LossType("dpo") is LossType.DPO and LossType.DPO == "dpo"
 
 
+def test_row_layouts():
+    """SFT consumes the chosen rows only and KTO labelled completions plus mismatched ones for its KL estimate;
+    every other loss consumes (chosen, rejected) pairs, and `paired` says exactly that."""
+    layouts = {t.value: t.row_layout for t in LossType}
+    assert layouts.pop("sft") is RowLayout.CHOSEN_ONLY
+    assert layouts.pop("kto") is RowLayout.UNPAIRED_KL
+    assert set(layouts.values()) == {RowLayout.PAIR} and len(layouts) == len(LossType) - 2
+    assert all(t.paired == (t.row_layout is RowLayout.PAIR) for t in LossType)
+    assert not LossType.SFT.paired and not LossType.KTO.paired
+    assert {layout.value for layout in RowLayout} == {"pair", "chosen_only", "unpaired_kl"}
+    # The precomputed-reference cache key (train/reference.py) calls the rows "paired" when `paired`, else the
+    # loss name: for the losses that use a reference this must stay as it was, or old caches go stale.
+    with_reference = {t.value for t in LossType if t.needs_reference}
+    assert {t.value for t in LossType if t.needs_reference and t.paired} == with_reference - {"kto"}
+
+
 def test_capability_properties():
     assert {t.value for t in LossType if not t.needs_reference} == {"simpo", "orpo", "sft"}
-    assert {t.value for t in LossType if not t.paired} == {"kto"}
+    assert {t.value for t in LossType if not t.paired} == {"kto", "sft"}
     assert {t.value for t in LossType if t.needs_chosen_nll} == {"orpo", "rpo", "sft"}
     assert {t.value for t in LossType if t.length_normalized} == {"ipo", "simpo", "orpo", "rpo", "sft"}
     assert {t.value for t in LossType if t.needs_lengths} == {"ipo", "simpo", "orpo", "rdpo", "rpo", "sft"}

@@ -179,13 +179,15 @@ def test_sweep_trains_measures_gates_recommends_and_resumes(setup, runner):
 
 @pytest.mark.slow
 def test_sweep_without_suite_recommends_on_accuracy_and_resumes_an_interrupted_point(setup, tmp_path):
-    from prefgate.sweep import sweep
+    from prefgate.report.sweep import write_sweep_html
+    from prefgate.sweep import SweepOptions, sweep
 
     out = setup["out"]
     (out / "dpo-beta0.2").mkdir(parents=True)
     (out / "dpo-beta0.2" / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # killed before a checkpoint
-    report = sweep(setup["config"], [0.2], ["dpo"], out_dir=out, do_register=False, kl_prompts=2, max_new_tokens=3,
-                   device="cpu", progress=False)
+    report = sweep(setup["config"], [0.2], ["dpo"], SweepOptions(out_dir=out, register=False, kl_prompts=2,
+                                                                 max_new_tokens=3, device="cpu", progress=False))
+    write_sweep_html(report, out / "sweep.html")
     (point,) = report["points"]
     assert point["status"] == "completed" and point["gate"] is None and point["registry"] is None
     assert report["recommendation"]["point"] == "dpo-beta0.2" and report["suite"] is None

@@ -4,6 +4,11 @@
 time from the environment variable *named* by `api_key_env` and sent as a bearer token; it is never
 logged, printed or written anywhere. Failures are one-line `InputError`s naming the URL and who answered
 (`role`: "judge", "editor"). Server errors (5xx) and network failures are retried `retries` times.
+
+Redirects are not followed: urllib would resend the `Authorization` header to wherever a 301/302/303 points
+(another host included, as a GET without the body), handing the key to a third party. A redirect is a
+one-line error naming where it pointed, so the user can set `base_url` to the final address. The header is
+also added as an "unredirected" one, so no future redirect handler could forward it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ from typing import Any
 from prefgate.errors import InputError
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_RefuseRedirects)
+
+
 class ChatEndpoint:
     def __init__(self, base_url: str, model: str, *, role: str, api_key_env: str | None = None,
                  key_field: str | None = None, timeout: float = 60.0, max_tokens: int = 256, retries: int = 0):
@@ -30,26 +43,33 @@ class ChatEndpoint:
         self.max_tokens = max_tokens
         self.retries = retries
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+    def _request(self, body: bytes) -> urllib.request.Request:
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"},
+                                         method="POST")
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
                 raise InputError(f"the environment variable {self.api_key_env} (the {self.role}'s API key) is not set",
                                  field=self.key_field)
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+            request.add_unredirected_header("Authorization", f"Bearer {key}")  # never sent on to a redirect
+        return request
 
     def complete(self, messages: list[dict[str, str]], **extra: Any) -> str:
         """The reply's `choices[0].message.content`; `extra` goes into the request body (e.g. `seed`)."""
         body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
                            "max_tokens": self.max_tokens, **extra}).encode("utf-8")
         for attempt in range(1 + self.retries):
-            request = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
+            request = self._request(body)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (user's URL)
+                with _OPENER.open(request, timeout=self.timeout) as response:  # noqa: S310 (user's URL)
                     return self._content(response.read())
             except urllib.error.HTTPError as err:
+                if 300 <= err.code < 400:
+                    where = err.headers.get("Location") if err.headers else None
+                    raise InputError(f"the {self.role} answered HTTP {err.code} {err.reason}, a redirect to "
+                                     f"{where or 'an unnamed address'}; prefgate does not follow redirects (the API "
+                                     "key would go with it): use the final address as the base URL",
+                                     where=self.url) from None
                 if err.code < 500 or attempt == self.retries:
                     raise InputError(f"the {self.role} answered HTTP {err.code} {err.reason}", where=self.url) from None
             except (urllib.error.URLError, TimeoutError, OSError) as err:

@@ -7,19 +7,19 @@ overrides)` reads YAML and applies `key.sub=value` overrides from the command li
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prefgate.errors import InputError
 from prefgate.losses import LossType
-from prefgate.yamlio import read_yaml_mapping, validated
+from prefgate.yamlio import load_yaml, read_yaml_mapping, validated
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Strict):
@@ -56,9 +56,40 @@ class LossConfig(Strict):
             raise ValueError(f"unknown hyperparameter(s) {unknown} for loss '{self.type.value}' (it takes: {names})")
         return self
 
+    @model_validator(mode="after")
+    def _hyperparameter_values(self) -> LossConfig:
+        """Each given value has its default's type (a float: any finite number) and `beta` is positive."""
+        extra = self.model_extra or {}
+        for name, default in self.type.defaults.items():
+            if name in extra:
+                extra[name] = _hyperparameter(name, extra[name], default)
+        return self
+
     @property
     def hyperparameters(self) -> dict[str, Any]:
         return {**self.type.defaults, **(self.model_extra or {})}
+
+
+def _hyperparameter(name: str, value: Any, default: Any) -> Any:
+    """`value` checked against the type of `default`; a number given as text (YAML reads `1e-2` as a string)
+    is converted."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"hyperparameter '{name}' must be true or false, got {value!r}")
+        return value
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"hyperparameter '{name}' must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"hyperparameter '{name}' must be a number, got {type(value).__name__}")
+    if not math.isfinite(value if isinstance(value, float) else 0.0) or abs(value) > 1e300:
+        shown = str(value) if isinstance(value, float) else f"an integer of {len(str(value))} digits"
+        raise ValueError(f"hyperparameter '{name}' must be a finite number, got {shown}")
+    if name == "beta" and not value > 0:
+        raise ValueError(f"hyperparameter 'beta' must be > 0, got {value}")
+    return float(value) if isinstance(default, float) else value
 
 
 class LoraConfig(Strict):
@@ -160,7 +191,7 @@ class TrainConfig(Strict):
     def _diagnose_fits(self) -> TrainConfig:
         if self.diagnose_every is None:
             return self
-        if self.loss.type in (LossType.KTO, LossType.SFT):
+        if not self.loss.type.paired:
             raise ValueError(f"diagnose_every needs paired rows (chosen, rejected); loss '{self.loss.type.value}' "
                              "trains on single completions")
         if self.reference.strategy == "precomputed" and self.reference.model:
@@ -182,7 +213,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise InputError(f"override {pair!r}: {part} is set to a value and used as a section")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = load_yaml(raw, "")
+        except InputError as err:
+            raise InputError(f"override of {key!r}: {err.message}") from None
     return out
 
 

@@ -17,6 +17,9 @@ module measures it:
 - `ShiftProbe`: the trainer hook; a fixed sample of training pairs whose reference per-token log-probs are
   measured once, so the loop can log the after-difference chosen shift every `diagnose_every` steps.
 
+The page (tables and plots) is drawn from the report alone by `prefgate.report.diagnose`
+(`write_diagnose_html(report, path)`); this stage writes no file.
+
 Means over the dataset are means over pairs of each pair's per-token mean (a long answer counts once).
 """
 
@@ -26,18 +29,16 @@ import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from prefgate import __version__
 from prefgate.errors import InputError
 from prefgate.lm.load import eval_mode, pad_token_id
 from prefgate.lm.logps import token_logps
+from prefgate.reportio import header
 
 __all__ = [
-    "DIAGNOSE_VERSION", "EDIT_DISTANCE_EDGES", "SEGMENTS", "ShiftProbe", "diagnose", "diagnose_html", "diagnose_paths",
-    "first_difference", "pair_diagnosis", "segment_means", "write_diagnose_html",
+    "DIAGNOSE_VERSION", "EDIT_DISTANCE_EDGES", "PROBE_METRICS", "SEGMENTS", "ShiftProbe", "diagnose",
+    "diagnose_paths", "first_difference", "pair_diagnosis", "segment_means",
 ]
 
 DIAGNOSE_VERSION = 1
@@ -176,10 +177,8 @@ def diagnose(policy, reference, dataset, tokenizer, max_length: int | None = 102
     rows = [_pair_row(rec, tp, tokenizer, policy_logps[i], reference_logps[i], policy_logps[n + i],
                       reference_logps[n + i]) for i, (rec, tp) in enumerate(zip(dataset.records, pairs, strict=True))]
     return {
-        "kind": "diagnose", "version": DIAGNOSE_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "prefgate_version": __version__,
-        "model": policy_info or {}, "reference": reference_info or {},
-        "dataset": {"path": dataset.source, "fingerprint": dataset.fingerprint, "n_records": len(dataset)},
+        **header("diagnose", DIAGNOSE_VERSION, model=policy_info or {}, reference=reference_info or {},
+                 dataset={"path": dataset.source, "fingerprint": dataset.fingerprint, "n_records": len(dataset)}),
         "options": {"max_length": max_length, "edit_distance": "normalised Levenshtein over completion texts "
                     "(characters)", "shift": "policy minus reference log-prob per token; means over pairs"},
         "summary": _means_over(rows), "buckets": _buckets(rows, edges), "pairs": rows,
@@ -265,163 +264,3 @@ def _reference_model(reference) -> tuple[Any, contextlib.AbstractContextManager]
         raise ValueError(f"a {kind!r} reference has no live model; pass the reference model itself (before step 1, "
                          "the initial policy is the reference unless reference.model is set)")
     return reference, contextlib.nullcontext()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# HTML
-
-
-def _pick_pair(report: dict[str, Any], pair_id: str | None) -> dict[str, Any] | None:
-    pairs = report["pairs"]
-    if pair_id is not None:
-        for row in pairs:
-            if row["id"] == pair_id:
-                return row
-        raise InputError(f"no pair with id {pair_id!r} in the report", field="pair")
-    with_after = [r for r in pairs if r["after"] is not None]
-    if with_after:  # the pair where the chosen tokens after the difference fell the most
-        return min(with_after, key=lambda r: r["after"])
-    return pairs[0] if pairs else None
-
-
-def _token_label(token: str) -> str:
-    text = repr(token)[1:-1].replace(" ", "␣")  # a visible space: tokens often start with one
-    return text if len(text) <= 12 else text[:11] + "…"
-
-
-SEGMENT_COLORS = {"before": "#9aa5b1", "at": "#c0392b", "after": "#3b6ea8"}
-REJECTED_COLOR = "#e0b4ae"
-
-
-def pair_plot(row: dict[str, Any], *, window: int = 60) -> str:
-    """Bars of one pair's per-token chosen shift, coloured by segment, beside the rejected's; at most `window`
-    tokens from a little before the first difference."""
-    from matplotlib.patches import Patch
-
-    from prefgate.report import plots
-
-    chosen = [p - r for p, r in zip(row["policy_chosen_logps"], row["reference_chosen_logps"], strict=True)]
-    rejected = [p - r for p, r in zip(row["policy_rejected_logps"], row["reference_rejected_logps"], strict=True)]
-    index = row["first_difference"]
-    start = max(0, (index or 0) - window // 3)
-    xs_c = list(range(start, min(start + window, len(chosen))))
-    xs_r = list(range(start, min(start + window, len(rejected))))
-    fig = plots.figure(max(5.6, 0.22 * max(len(xs_c), len(xs_r)) + 1.5), 3.8)
-    ax = fig.add_subplot()
-    segment = ["before" if index is None or i < index else "at" if i == index else "after" for i in xs_c]
-    ax.bar([i - 0.2 for i in xs_c], [chosen[i] for i in xs_c], width=0.4,
-           color=[SEGMENT_COLORS[s] for s in segment])
-    ax.bar([i + 0.2 for i in xs_r], [rejected[i] for i in xs_r], width=0.4, color=REJECTED_COLOR)
-    if index is not None:
-        ax.axvline(index - 0.5, color=SEGMENT_COLORS["at"], linestyle="--", linewidth=1)
-    ax.axhline(0, color="#555555", linewidth=0.8)
-    ax.set_xticks(xs_c)
-    ax.set_xticklabels([_token_label(row["chosen_tokens"][i]) for i in xs_c], rotation=90, fontsize=7)
-    ax.set(title=f"pair {row['id']}: per-token change", xlabel="chosen tokens",
-           ylabel="policy − reference log-prob")
-    handles = [Patch(color=SEGMENT_COLORS[s], label=f"chosen, {s}") for s in SEGMENTS]
-    ax.legend(handles=[*handles, Patch(color=REJECTED_COLOR, label="rejected")], frameon=False, fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    return plots.to_data_uri(fig)
-
-
-def buckets_plot(buckets: Sequence[dict[str, Any]]) -> str:
-    """Grouped bars: the chosen shift before, at and after the difference, per edit-distance bucket."""
-    from prefgate.report import plots
-
-    fig = plots.figure(6.4, 3.6)
-    ax = fig.add_subplot()
-    for k, seg in enumerate(SEGMENTS):
-        xs = [i + (k - 1) * 0.27 for i in range(len(buckets))]
-        ax.bar(xs, [b[seg] if b[seg] is not None else 0.0 for b in buckets], width=0.27, color=SEGMENT_COLORS[seg],
-               label=seg)
-    ax.axhline(0, color="#555555", linewidth=0.8)
-    ax.set_xticks(range(len(buckets)))
-    ax.set_xticklabels([f"{b['edit_distance'][0]:g}–{b['edit_distance'][1]:g}\n(n={b['n']})" for b in buckets],
-                       fontsize=8)
-    ax.set(title="Chosen shift around the first difference", xlabel="normalised edit distance (characters)",
-           ylabel="mean policy − reference\nper token")
-    ax.legend(frameon=False, fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    return plots.to_data_uri(fig)
-
-
-_TEMPLATE = """{% extends "base.html.j2" %}
-{% block title %}prefgate diagnose — {{ name }}{% endblock %}
-{% block content %}
-<h1>Token-level log-prob diagnosis</h1>
-<div class="meta">
-  policy <code>{{ report.model.path or report.model }}</code> · reference
-  <code>{{ report.reference.path or report.reference }}</code><br>
-  data <code>{{ report.dataset.path }}</code> · {{ report.dataset.n_records }} pairs · fingerprint
-  <code title="{{ report.dataset.fingerprint }}">{{ report.dataset.fingerprint[:16] }}</code> ·
-  {{ report.created }} · prefgate {{ report.prefgate_version }}
-</div>
-<h2>Mean change per token, policy − reference</h2>
-<table id="summary">
-  <thead><tr><th>tokens</th><th>chosen</th><th>pairs</th><th>rejected</th></tr></thead>
-  <tbody>
-  {% for seg in segments %}
-    <tr><td>{{ seg }} the first difference</td><td class="num">{{ report.summary[seg] | num }}</td>
-      <td class="num">{{ report.summary["n_" + seg] }}</td>
-      <td class="num">{{ report.summary.rejected[seg] | num }}</td></tr>
-  {% endfor %}
-  </tbody>
-</table>
-<h2>By edit distance between the answers</h2>
-<table id="buckets">
-  <thead><tr><th>edit distance</th><th>pairs</th>{% for seg in segments %}<th>chosen {{ seg }}</th>{% endfor %}
-    <th>rejected after</th></tr></thead>
-  <tbody>
-  {% for b in report.buckets %}
-    <tr><td>{{ b.edit_distance[0] }} – {{ b.edit_distance[1] }}</td><td class="num">{{ b.n }}</td>
-      {% for seg in segments %}<td class="num">{{ b[seg] | num }}</td>{% endfor %}
-      <td class="num">{{ b.rejected.after | num }}</td></tr>
-  {% endfor %}
-  </tbody>
-</table>
-<h2>Plots</h2>
-<div class="plots">
-{% for plot in plots %}
-  <figure id="plot-{{ plot.id }}">
-    {% if plot.uri %}<img src="{{ plot.uri }}" alt="{{ plot.title }}">
-    {% else %}<div class="empty">{{ plot.title }}: {{ plot.empty }}</div>{% endif %}
-    <figcaption>{{ plot.caption }}</figcaption>
-  </figure>
-{% endfor %}
-</div>
-<footer>Generated by <code>prefgate diagnose</code>; docs/diagnose.md explains the measures. A negative
-"after" on the chosen side is the failure DPOP (loss.type: dpop) is designed to prevent.</footer>
-{% endblock %}
-"""
-
-
-def _num(value: Any) -> str:
-    return "–" if value is None else f"{value:+.4f}"
-
-
-def diagnose_html(report: dict[str, Any], *, pair_id: str | None = None) -> str:
-    """The page for a diagnose report (read from JSON or as `diagnose` returned it)."""
-    from prefgate.report.html import environment
-
-    row = _pick_pair(report, pair_id)
-    caption = "" if row is None else (
-        f"chosen tokens coloured grey before, red at and blue after the first difference (index "
-        f"{row['first_difference']}); rejected tokens in light red. "
-        + ("Chosen by --pair." if pair_id else "The pair whose chosen tokens after the difference fell the most."))
-    plots = [
-        {"id": "pair", "title": "One pair's per-token change", "caption": caption,
-         "uri": pair_plot(row) if row else None, "empty": "no pairs"},
-        {"id": "buckets", "title": "By edit distance", "uri": buckets_plot(report["buckets"]), "empty": "",
-         "caption": "Means over pairs of each pair's per-token mean; an empty bucket shows 0."},
-    ]
-    env = environment().overlay()
-    env.filters["num"] = _num
-    return env.from_string(_TEMPLATE).render(report=report, plots=plots, segments=SEGMENTS,
-                                             name=Path(str(report["dataset"]["path"])).name)
-
-
-def write_diagnose_html(report: dict[str, Any], path: str | Path, *, pair_id: str | None = None) -> Path:
-    from prefgate.report.html import write_html
-
-    return write_html(diagnose_html(report, pair_id=pair_id), path)

@@ -11,26 +11,36 @@ Rules, in the order the reasons are written:
    significant (Holm-adjusted p < alpha over the decided categories). A drop of that size that is not
    significant is a warning: on a few dozen items, noise alone can move a score near a band edge by two
    grades, and the gate must not block on noise.
+   Score drop, the same rule measured on the score: block also when the drop is significant (as above)
+   and the score fell by MORE than `max_grade_drop` grade widths (`prefgate.eval.plan.grade_width`, 0.10
+   with the default bands), even though the realised letters differ by less. A true two-grade fall
+   (0.92 -> 0.72 on 100 items) often lands one letter apart (0.91 A -> 0.80 B is 11 points); the letters
+   alone let about a fifth of such falls through. A drop of exactly one width (0.90 -> 0.80) is the one
+   grade `max_grade_drop: 1` allows and does not fire. Not significant, it is silent: a one-letter fall
+   is allowed, and the gate cannot tell such a drop from noise.
 3. protected: block when a protected category drops with Holm-adjusted p < alpha, whatever its grade.
 4. small categories: a category with fewer than `min_items` items never blocks; what rules 2 and 3
-   would have said becomes a warning. Such categories are left out of the Holm family.
+   would have said becomes a warning, saying the suite is too small to enforce the rule. Such categories
+   are left out of the Holm family.
+Suite sizing (`prefgate.eval.plan`): each category row carries the smallest drop its test detects with
+`power` (0.80) at `alpha`, whether a one-grade drop is detectable, and the items that would need; a category
+that cannot detect one, or is below `min_items`, adds a line to `suite_warnings` (never blocks: it is a
+property of the suite and the baseline, the same on every gate of them).
 Reports on different suites (fingerprints) or whose items do not match are refused with `InputError`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prefgate import __version__
 from prefgate.errors import InputError
 from prefgate.eval.grades import GradeBands, grade, grade_rank
-from prefgate.stats import PairedTest, holm, paired_test
+from prefgate.eval.plan import DEFAULT_ALPHA, DEFAULT_POWER, grade_width, sizing
+from prefgate.reportio import header, read_json_with_sha256
+from prefgate.stats import PairedTest, holm, is_binary, paired_test
 from prefgate.yamlio import load_settings
 
 GATE_VERSION = 1
@@ -43,7 +53,8 @@ class GatePolicy(BaseModel):
 
     bands: GradeBands = Field(default_factory=GradeBands)
     max_grade_drop: int = Field(1, ge=0, le=4)  # the seed's rule: more than one grade down blocks
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)  # significance level of every paired test
+    alpha: float = Field(DEFAULT_ALPHA, gt=0.0, lt=1.0)  # significance level of every paired test
+    power: float = Field(DEFAULT_POWER, gt=0.0, lt=1.0)  # a category should detect a one-grade drop this often
     protected: list[str] = Field(default_factory=list)  # categories where any significant drop blocks
     min_items: int = Field(20, ge=1)  # smaller categories warn instead of deciding
     bootstrap_samples: int = Field(10_000, ge=100)  # resamples of the paired bootstrap
@@ -66,10 +77,24 @@ def load_policy(path: str | Path | None) -> GatePolicy:
 # Reading the two eval reports
 
 
+def _check_eval_report(report: Any, name: str) -> None:
+    if not isinstance(report, dict) or report.get("kind") != "eval":
+        got = f"a JSON {_json_type(report)}" if not isinstance(report, dict) else f"kind {report.get('kind')!r}"
+        raise InputError(f"is not an eval report (expected a JSON object with \"kind\": \"eval\", got {got})",
+                         where=name)
+    if not isinstance(report.get("categories", {}), dict):
+        raise InputError(f"expected an object of categories, got {_json_type(report['categories'])}", where=name,
+                         field="categories")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def _items_by_id(report: Any, name: str) -> dict[str, tuple[str, float]]:
     """{item id: (category, score)} of an eval report; InputError naming `name` when malformed."""
-    if not isinstance(report, dict) or report.get("kind") != "eval":
-        raise InputError("is not an eval report (expected a JSON object with \"kind\": \"eval\")", where=name)
+    _check_eval_report(report, name)
     items = report.get("items")
     if not isinstance(items, list) or not items:
         raise InputError("has no per-item scores; the gate pairs items by id (for lm-eval results, import "
@@ -99,6 +124,8 @@ def _fingerprint(report: dict[str, Any], name: str) -> str:
 
 def _pair_items(baseline: dict[str, Any], candidate: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
     """{category: [(baseline score, candidate score), ...]}, refusing reports that cannot be compared."""
+    _check_eval_report(baseline, "baseline")
+    _check_eval_report(candidate, "candidate")
     base_fp, cand_fp = _fingerprint(baseline, "baseline"), _fingerprint(candidate, "candidate")
     if base_fp != cand_fp:
         raise InputError(f"the reports are on different suites (fingerprints {base_fp[:16]} and {cand_fp[:16]}); "
@@ -135,6 +162,22 @@ def _compare(pairs: list[tuple[float, float]], policy: GatePolicy) -> tuple[dict
     return row, test
 
 
+def _sizing(pairs: list[tuple[float, float]], policy: GatePolicy) -> dict[str, Any]:
+    """The category's power figures at the baseline's accuracy (`prefgate.eval.plan.sizing`); null unless
+    both sides are 0/1 scores (the McNemar test)."""
+    base = [b for b, _ in pairs]
+    binary = is_binary(base, [c for _, c in pairs])
+    return sizing(len(base), sum(base) / len(base) if binary else None, width=grade_width(policy.bands),
+                  alpha=policy.alpha, power=policy.power)
+
+
+def _exceeds_grade_widths(row: dict[str, Any], policy: GatePolicy) -> bool:
+    """The score fell by more than `max_grade_drop` grade widths (rounded like `grade`, so that 0.92 -> 0.82
+    on 100 items is exactly one width, not a hair more)."""
+    limit = policy.max_grade_drop * grade_width(policy.bands)
+    return round(row["baseline"] - row["candidate"], 12) > round(limit, 12)
+
+
 def _fmt(row: dict[str, Any], p_key: str = "p_value") -> str:
     return (f"{row['baseline']:.3f} ({row['baseline_grade']}) -> {row['candidate']:.3f} "
             f"({row['candidate_grade']}), n={row['n']}, p={row[p_key]:.3g}")
@@ -148,12 +191,17 @@ def _judge_category(row: dict[str, Any], policy: GatePolicy) -> tuple[str, list[
     findings: list[str] = []
     if row["grade_drop"] > policy.max_grade_drop:
         findings.append(f"category {name!r} fell {row['grade_drop']} grades: {_fmt(row)}")
+    elif significant and _exceeds_grade_widths(row, policy):
+        width = policy.max_grade_drop * grade_width(policy.bands)
+        findings.append(f"category {name!r} dropped {row['baseline'] - row['candidate']:.3f}, more than "
+                        f"max_grade_drop={policy.max_grade_drop} grade width(s) ({width:.2f}): {_fmt(row)}")
     if row["protected"] and significant:
         findings.append(f"protected category {name!r} dropped significantly: {_fmt(row)}")
     if not findings:
         return "pass", [], []
     if small:
-        note = f" (only {row['n']} items, fewer than min_items={policy.min_items}: a warning, not a decision)"
+        note = (f" (only {row['n']} items, fewer than min_items={policy.min_items}: the suite is too small to "
+                "enforce the rule, so this is a warning, not a decision)")
         return "warn", [], [f + note for f in findings]
     if significant:
         return "block", [f + f" (Holm-adjusted p={p:.3g} < alpha={policy.alpha})" for f in findings], []
@@ -178,7 +226,8 @@ def decide(baseline: dict[str, Any], candidate: dict[str, Any], policy: GatePoli
     rows = []
     for name in sorted(pairs):
         row, _ = _compare(pairs[name], policy)
-        rows.append({"name": name, **row, "p_adjusted": None, "protected": name in policy.protected})
+        rows.append({"name": name, **row, "p_adjusted": None, "protected": name in policy.protected,
+                     "enforced": row["n"] >= policy.min_items, **_sizing(pairs[name], policy)})
     decided = [r for r in rows if r["n"] >= policy.min_items]
     for row, p_adj in zip(decided, holm([r["p_value"] for r in decided]), strict=True):
         row["p_adjusted"] = p_adj
@@ -192,21 +241,42 @@ def decide(baseline: dict[str, Any], candidate: dict[str, Any], policy: GatePoli
         reasons += row_reasons
         warnings += row_warnings
     return {
-        "kind": "gate", "version": GATE_VERSION, "created": created or _now(), "prefgate_version": __version__,
+        **header("gate", GATE_VERSION, created=created),
         "decision": "block" if reasons else "promote", "reasons": reasons, "warnings": warnings,
+        "suite_warnings": [w for row in rows if (w := _suite_warning(row, policy))],
         "policy": policy.model_dump(mode="json"),
         "baseline": _identity(baseline), "candidate": _identity(candidate),
         "overall": overall, "categories": rows,
     }
 
 
+def _suite_warning(row: dict[str, Any], policy: GatePolicy) -> str | None:
+    """Why the suite cannot hold this category to the rules: below `min_items`, or a one-grade drop it
+    would detect less often than `power`; None when it can (or has no power figures: graded scores)."""
+    width = grade_width(policy.bands)
+    need = row["items_for_one_grade"]
+    needs = (f"about {need} items at its baseline accuracy {row['baseline']:.3f} would detect a one-grade drop "
+             f"({width:.2f}) with {policy.power:.0%} power at alpha={policy.alpha}") if need else \
+        f"no number of items at its baseline accuracy {row['baseline']:.3f} can show a one-grade drop ({width:.2f})"
+    name = row["name"]
+    if not row["enforced"]:
+        tail = f"; {needs}" if row["one_grade_detectable"] is not None else ""
+        return (f"category {name!r} has {row['n']} items, fewer than min_items={policy.min_items}: the suite is "
+                f"too small to enforce the rules on it (it can only warn){tail}")
+    if row["one_grade_detectable"] is False:
+        return (f"category {name!r} ({row['n']} items) cannot detect a one-grade drop with {policy.power:.0%} "
+                f"power at alpha={policy.alpha} (smallest detectable drop: "
+                f"{_drop(row['detectable_drop'])}); {needs}")
+    return None
+
+
+def _drop(value: float | None) -> str:
+    return "none, even to 0" if value is None else f"{value:.3f}"
+
+
 def _identity(report: dict[str, Any]) -> dict[str, Any]:
     return {"path": None, "sha256": None, "model": report.get("model"),
             "suite_fingerprint": report["suite"]["fingerprint"]}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -215,17 +285,8 @@ def _now() -> str:
 
 def read_report(path: str | Path) -> tuple[dict[str, Any], str]:
     """(report, sha256 of the file bytes); InputError for a missing file or malformed JSON."""
-    where = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file", where=where) from None
-    try:
-        report = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        line = f":{err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
-        raise InputError(f"not a valid JSON file: {err}", where=where + line) from None
-    return report, hashlib.sha256(data).hexdigest()
+    read = read_json_with_sha256(path)
+    return read.data, read.sha256
 
 
 def gate_files(baseline_path: str | Path, candidate_path: str | Path, policy: GatePolicy | None = None) -> dict:

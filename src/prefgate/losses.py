@@ -21,9 +21,12 @@ Vocabulary (the same in every docstring below):
 Precision: inputs are upcast to float32 before any arithmetic (float64 stays float64), so bfloat16 or
 float16 log-probs give float32 losses and rewards.
 
-Which loss runs is a `LossType`: a closed enum whose properties (`needs_reference`, `paired`,
+Which loss runs is a `LossType`: a closed enum whose properties (`row_layout`, `paired`, `needs_reference`,
 `length_normalized`, `needs_lengths`, `needs_chosen_nll`, `defaults`, `fn`) tell the loop what to
-compute, so it never branches on names; `compute_loss` calls the right function.
+compute, so it never branches on names; `compute_loss` calls the right function. `row_layout` is a
+`RowLayout`, the rows of each example the loss consumes: `PAIR` (chosen and rejected), `CHOSEN_ONLY`
+(SFT) or `UNPAIRED_KL` (KTO: the completion and a mismatched one for the KL estimate); `paired` is
+`row_layout is RowLayout.PAIR`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -43,6 +46,7 @@ from torch import Tensor
 __all__ = [
     "LossOutput",
     "LossType",
+    "RowLayout",
     "cdpo",
     "compute_loss",
     "dpo",
@@ -580,6 +584,14 @@ def kto(
 # --------------------------------------------------------------------------------------------------
 
 
+class RowLayout(str, Enum):
+    """The rows of each example a loss consumes; the loop lays out batches and reads log-probs by it."""
+
+    PAIR = "pair"  # the chosen and the rejected completion; the paired signature
+    CHOSEN_ONLY = "chosen_only"  # the chosen completion only (a paired record's, or an unpaired desirable one)
+    UNPAIRED_KL = "unpaired_kl"  # one labelled completion, plus a mismatched one for the KL estimate (KTO)
+
+
 class LossType(str, Enum):
     """Every loss prefgate can train with; the values are the config names."""
 
@@ -616,9 +628,14 @@ class LossType(str, Enum):
         return _SPECS[self].needs_reference
 
     @property
+    def row_layout(self) -> RowLayout:
+        """The rows of each example the loss consumes (see `RowLayout`)."""
+        return _SPECS[self].row_layout
+
+    @property
     def paired(self) -> bool:
-        """Consumes (chosen, rejected) pairs through the paired signature; False only for KTO."""
-        return _SPECS[self].paired
+        """Consumes (chosen, rejected) pairs: `row_layout is RowLayout.PAIR` (not SFT, not KTO)."""
+        return self.row_layout is RowLayout.PAIR
 
     @property
     def length_normalized(self) -> bool:
@@ -653,40 +670,43 @@ def _hyperparameters(fn: Callable[..., LossOutput]) -> tuple[tuple[str, Any], ..
 
 @dataclass(frozen=True)
 class _Spec:
+    """One row of the capability table; a flag left out is False."""
+
     fn: Callable[..., LossOutput]
-    needs_reference: bool
-    paired: bool
-    length_normalized: bool
-    needs_lengths: bool
-    needs_chosen_nll: bool
+    row_layout: RowLayout
+    _: KW_ONLY
+    needs_reference: bool = False
+    length_normalized: bool = False
+    needs_lengths: bool = False
+    needs_chosen_nll: bool = False
 
 
 _SPECS: dict[LossType, _Spec] = {
-    #                       fn      reference paired length_   lengths chosen_
-    #                                                normalized         nll
-    LossType.DPO:     _Spec(dpo,      True,       True,    False,      False,    False),
-    LossType.DPOP:    _Spec(dpop,     True,       True,    False,      False,    False),
-    LossType.IPO:     _Spec(ipo,      True,       True,    True,       True,     False),
-    LossType.CDPO:    _Spec(cdpo,     True,       True,    False,      False,    False),
-    LossType.ROBUST:  _Spec(robust,   True,       True,    False,      False,    False),
-    LossType.HINGE:   _Spec(hinge,    True,       True,    False,      False,    False),
-    LossType.SIMPO:   _Spec(simpo,    False,      True,    True,       True,     False),
-    LossType.ORPO:    _Spec(orpo,     False,      True,    True,       True,     True),
-    LossType.RDPO:    _Spec(rdpo,     True,       True,    False,      True,     False),
-    LossType.RPO:     _Spec(rpo,      True,       True,    True,       True,     True),
-    LossType.KTO:     _Spec(kto,      True,       False,   False,      False,    False),
-    LossType.SFT:     _Spec(sft,      False,      True,    True,       True,     True),
+    LossType.DPO: _Spec(dpo, RowLayout.PAIR, needs_reference=True),
+    LossType.DPOP: _Spec(dpop, RowLayout.PAIR, needs_reference=True),
+    LossType.IPO: _Spec(ipo, RowLayout.PAIR, needs_reference=True, length_normalized=True, needs_lengths=True),
+    LossType.CDPO: _Spec(cdpo, RowLayout.PAIR, needs_reference=True),
+    LossType.ROBUST: _Spec(robust, RowLayout.PAIR, needs_reference=True),
+    LossType.HINGE: _Spec(hinge, RowLayout.PAIR, needs_reference=True),
+    LossType.SIMPO: _Spec(simpo, RowLayout.PAIR, length_normalized=True, needs_lengths=True),
+    LossType.ORPO: _Spec(orpo, RowLayout.PAIR, length_normalized=True, needs_lengths=True, needs_chosen_nll=True),
+    LossType.RDPO: _Spec(rdpo, RowLayout.PAIR, needs_reference=True, needs_lengths=True),
+    LossType.RPO: _Spec(rpo, RowLayout.PAIR, needs_reference=True, length_normalized=True, needs_lengths=True,
+                        needs_chosen_nll=True),
+    LossType.KTO: _Spec(kto, RowLayout.UNPAIRED_KL, needs_reference=True),
+    LossType.SFT: _Spec(sft, RowLayout.CHOSEN_ONLY, length_normalized=True, needs_lengths=True, needs_chosen_nll=True),
 }
 
 
 def compute_loss(loss_type: LossType | str, *logps: Tensor | None, **kwargs: Any) -> LossOutput:
     """Call the function of `loss_type` with the batch log-probs and keyword arguments.
 
-    Paired losses take ``(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-    reference_rejected_logps)`` positionally, KTO ``(policy_logps, reference_logps, labels)``. Keyword
-    arguments are the loss's hyperparameters (``loss_type.defaults`` lists them; missing ones take their
-    defaults) plus ``chosen_lengths``/``rejected_lengths`` or ``kl_estimate``. Any other keyword is a
-    ValueError, never silently dropped: pass ``{k: config[k] for k in loss_type.defaults}``.
+    Losses of `RowLayout.PAIR` take ``(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+    reference_rejected_logps)`` positionally, and so does SFT (`CHOSEN_ONLY`), which needs only the first;
+    KTO (`UNPAIRED_KL`) takes ``(policy_logps, reference_logps, labels)``. Keyword arguments are the loss's
+    hyperparameters (``loss_type.defaults`` lists them; missing ones take their defaults) plus
+    ``chosen_lengths``/``rejected_lengths`` or ``kl_estimate``. Any other keyword is a ValueError, never
+    silently dropped: pass ``{k: config[k] for k in loss_type.defaults}``.
     """
     loss_type = LossType.parse(loss_type)
     parameters = inspect.signature(loss_type.fn).parameters.values()

@@ -1,4 +1,4 @@
-"""`sweep(config, betas, losses)`: one training run per (loss, beta), each measured against the reference.
+"""`sweep(config, betas, losses, options)`: one training run per (loss, beta), each measured against the reference.
 
 "Sweep beta on validation preferences; plot win-rate vs KL to reference." Read top to bottom:
 
@@ -15,35 +15,67 @@
    held-out prompts (`eval.reference.mean_kl`, the same estimator as `prefgate eval --reference`). With a
    suite: the eval of the base model (once, cached) and of each point, and the gate (`gate.decide`) of each
    point against the base. Measures are cached per point in `<out_dir>/evals/`, keyed by the run id, the
-   data and suite fingerprints and the settings. Each run is registered when the registry is installed.
+   data and suite fingerprints and the settings. Each run is registered (unless `options.register` is off).
 4. Recommend: among the completed points whose gate promotes (every completed point when there is no
    suite, and it says so), the best held-out preference accuracy; a tie goes to the lower KL.
-5. Write `<out_dir>/sweep.json` and `<out_dir>/sweep.html` (accuracy against KL, one curve per loss; the
-   per-category grades of every point).
+5. Write `<out_dir>/sweep.json` and return the report.
+
+The page (accuracy against KL, one curve per loss; the per-category grades of every point) is drawn from
+the report by `prefgate.report.sweep`; `prefgate sweep` writes it to `<out_dir>/sweep.html`. From Python:
+
+    from prefgate.report.sweep import write_sweep_html
+    from prefgate.sweep import SweepOptions, sweep
+
+    report = sweep("sweep.yaml", [0.1, 0.3], ["dpo", "dpop"], SweepOptions(suite="suite.jsonl"))
+    write_sweep_html(report, Path(report["out_dir"]) / "sweep.html")
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prefgate import __version__
 from prefgate.console import note
 from prefgate.errors import InputError
+from prefgate.reportio import header, read_json, sha256_file, write_json
 
 __all__ = [
-    "DEFAULT_BETAS", "SWEEP_VERSION", "GridPoint", "grid", "parse_betas", "parse_losses", "point_config",
-    "recommend", "sweep", "sweep_html", "write_sweep_html",
+    "DEFAULT_BETAS", "SWEEP_VERSION", "GridPoint", "SweepOptions", "grid", "parse_betas", "parse_losses",
+    "point_config", "recommend", "sweep",
 ]
 
 SWEEP_VERSION = 1
 DEFAULT_BETAS = (0.05, 0.1, 0.3, 0.5)
 RESERVED_OVERRIDES = ("loss.type", "loss.beta", "output_dir")
+
+
+@dataclass
+class SweepOptions:
+    """How a sweep runs; every default is the CLI's.
+
+    `suite`: an eval suite (no judge items): each point is evaluated and gated against the base model.
+    `out_dir`: where the runs, evals and sweep.json go (None: `sweeps/<config name>`). `overrides`:
+    `key=value` for every point's config (not loss.type, loss.beta or output_dir). `policy`: the gate policy
+    (None: the defaults). `register`: add each run to the registry. `allow_audit_fail`: train despite an
+    audit fail, with this reason. `kl_prompts`, `max_new_tokens`, `batch_size`, `dtype`, `device`: the
+    measurements. `progress`: progress bars while training and evaluating.
+    """
+
+    suite: str | Path | None = None
+    out_dir: str | Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    policy: Any = None  # gate.GatePolicy
+    register: bool = True
+    allow_audit_fail: str | None = None
+    kl_prompts: int = 256
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    dtype: str = "auto"
+    device: str | None = None
+    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -125,15 +157,6 @@ def point_config(config_path: str | Path, point: GridPoint, run_dir: Path, overr
 # 2. Train
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err}", where=str(path)) from None
-
-
 def _check_same_config(manifest: dict[str, Any], config, run_dir: Path) -> None:
     recorded, wanted = manifest.get("config") or {}, json.loads(config.model_dump_json())
     changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
@@ -148,7 +171,7 @@ def train_point(config, *, allow_audit_fail: str | None = None, progress: bool =
     from prefgate.train.monitors import TrainingAborted
 
     run_dir = Path(config.output_dir)
-    manifest = _read_json(run_dir / "manifest.json")
+    manifest = read_json(run_dir / "manifest.json", what="a run manifest", missing_ok=True)
     if manifest is not None and manifest.get("status") in ("completed", "aborted"):
         _check_same_config(manifest, config, run_dir)
         return {"status": manifest["status"], "reason": manifest.get("reason"), "reused": True, "manifest": manifest}
@@ -160,7 +183,7 @@ def train_point(config, *, allow_audit_fail: str | None = None, progress: bool =
     except TrainingAborted as err:  # before step 1: the audit gate or the memory probe
         return {"status": "aborted", "reason": str(err), "reused": False, "manifest": None}
     return {"status": result.status, "reason": result.reason, "reused": False,
-            "manifest": _read_json(run_dir / "manifest.json")}
+            "manifest": read_json(run_dir / "manifest.json", what="a run manifest")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,12 +201,7 @@ class _Measure:
     max_length: int
     suite_path: str | None
     policy: Any
-    kl_prompts: int = 256
-    max_new_tokens: int = 64
-    batch_size: int = 8
-    dtype: str = "auto"
-    device: str | None = None
-    progress: bool = True
+    options: SweepOptions
     eval_ds: Any = None
     suite_fingerprint: str | None = None
     _reference: Any = field(default=None, repr=False)
@@ -193,15 +211,16 @@ class _Measure:
         from prefgate.lm.load import load_model
 
         if self._reference is None:
-            self._reference = load_model(self.reference_path, dtype=self.dtype, device=self.device)
+            self._reference = load_model(self.reference_path, dtype=self.options.dtype, device=self.options.device)
         return self._reference
 
     def eval_options(self):
         from prefgate.eval.runner import EvalOptions
         from prefgate.lm.generate import GenerationConfig
 
-        return EvalOptions(generation=GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size),
-                           dtype=self.dtype, device=self.device, progress=self.progress)
+        o = self.options
+        return EvalOptions(generation=GenerationConfig(max_new_tokens=o.max_new_tokens, batch_size=o.batch_size),
+                           dtype=o.dtype, device=o.device, progress=o.progress)
 
     def base_eval(self) -> dict[str, Any]:
         """The base model's eval on the suite, cached in <out_dir>/evals/base.eval.json."""
@@ -209,25 +228,18 @@ class _Measure:
 
         if self._base_eval is None:
             path = self.out_dir / "evals" / "base.eval.json"
-            cached = _read_json(path)
+            cached = read_json(path, what="an eval report", missing_ok=True)
             if cached is None or (cached.get("suite") or {}).get("fingerprint") != self.suite_fingerprint or \
                     (cached.get("model") or {}).get("path") != self.base_path:
                 cached = run_eval(self.base_path, self.suite_path, options=self.eval_options())
-                _write_json(cached, path)
+                write_json(cached, path)
             self._base_eval = cached
         return self._base_eval
 
     def key(self, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, "eval_data": self.eval_ds.fingerprint, "reference": self.reference_path,
-                "suite": self.suite_fingerprint, "kl_prompts": self.kl_prompts, "max_new_tokens": self.max_new_tokens,
-                "max_length": self.max_length}
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+                "suite": self.suite_fingerprint, "kl_prompts": self.options.kl_prompts,
+                "max_new_tokens": self.options.max_new_tokens, "max_length": self.max_length}
 
 
 def held_out_prompts(eval_ds, limit: int, seed: int = 0) -> list[Any]:
@@ -252,16 +264,17 @@ def measure_point(run_dir: Path, beta: float, m: _Measure) -> dict[str, Any]:
     from prefgate.lm.generate import GenerationConfig, generate_ids
     from prefgate.lm.load import load_model, pad_token_id
 
-    loaded = load_model(run_dir, dtype=m.dtype, device=m.device)
+    o = m.options
+    loaded = load_model(run_dir, dtype=o.dtype, device=o.device)
     ref = m.reference()
     tok = loaded.tokenizer
-    preference = preference_accuracy(loaded.model, ref.model, tok, m.eval_path, beta=beta, batch_size=m.batch_size,
+    preference = preference_accuracy(loaded.model, ref.model, tok, m.eval_path, beta=beta, batch_size=o.batch_size,
                                      max_length=m.max_length)
-    generations = generate_ids(loaded.model, tok, held_out_prompts(m.eval_ds, m.kl_prompts),
-                               GenerationConfig(max_new_tokens=m.max_new_tokens, batch_size=m.batch_size),
+    generations = generate_ids(loaded.model, tok, held_out_prompts(m.eval_ds, o.kl_prompts),
+                               GenerationConfig(max_new_tokens=o.max_new_tokens, batch_size=o.batch_size),
                                progress=False)
     kl = mean_kl(loaded.model, ref.model, [g.prompt_ids for g in generations], [g.completion_ids for g in generations],
-                 pad_id=pad_token_id(tok), batch_size=m.batch_size)
+                 pad_id=pad_token_id(tok), batch_size=o.batch_size)
     del loaded
     out = {"preference": {k: preference[k] for k in ("n", "beta", "accuracy", "mean_margin")},
            "kl": {k: kl[k] for k in ("n_prompts", "n_tokens", "mean_per_token", "mean_per_sequence")}, "eval": None}
@@ -270,7 +283,7 @@ def measure_point(run_dir: Path, beta: float, m: _Measure) -> dict[str, Any]:
 
         report = run_eval(str(run_dir), m.suite_path, options=m.eval_options())
         path = m.out_dir / "evals" / f"{run_dir.name}.eval.json"
-        _write_json(report, path)
+        write_json(report, path)
         out["eval"] = {"path": str(path), "overall": report["overall"],
                        "categories": {name: {k: c.get(k) for k in ("n", "score", "grade")}
                                       for name, c in report["categories"].items()}}
@@ -279,13 +292,13 @@ def measure_point(run_dir: Path, beta: float, m: _Measure) -> dict[str, Any]:
 
 def _cached_measure(run_dir: Path, beta: float, run_id: str, m: _Measure) -> dict[str, Any]:
     path = m.out_dir / "evals" / f"{run_dir.name}.point.json"
-    cached = _read_json(path)
+    cached = read_json(path, what="a sweep point's measures", missing_ok=True)
     key = m.key(run_id)
     if cached is not None and cached.get("key") == key and (
             cached["measures"]["eval"] is None or Path(cached["measures"]["eval"]["path"]).exists()):
         return cached["measures"]
     measures = measure_point(run_dir, beta, m)
-    _write_json({"key": key, "measures": measures}, path)
+    write_json({"key": key, "measures": measures}, path)
     return measures
 
 
@@ -295,17 +308,15 @@ def _gate(point_eval: dict[str, Any], name: str, m: _Measure) -> dict[str, Any]:
     m.base_eval()  # computed (or found) once: <out_dir>/evals/base.eval.json
     result = gate_files(m.out_dir / "evals" / "base.eval.json", point_eval["path"], m.policy)  # paths and sha256s
     path = m.out_dir / "evals" / f"{name}.gate.json"
-    _write_json(result, path)
+    write_json(result, path)
     return {"decision": result["decision"], "reasons": result["reasons"], "warnings": result["warnings"],
             "path": str(path)}
 
 
 def register(run_dir: Path, evals: list[str]) -> dict[str, Any] | None:
-    """Add the run (and its eval) to the registry when the registry is installed; a refusal is a warning."""
-    try:
-        from prefgate.registry import Registry
-    except ImportError:  # pragma: no cover - the registry stage is not in this build
-        return None
+    """Add the run (and its eval) to the registry; a refusal is a warning."""
+    from prefgate.registry import Registry
+
     try:
         added = Registry().add(run_dir, evals=evals)
     except InputError as err:
@@ -359,20 +370,18 @@ def recommend(points: list[dict[str, Any]], *, gated: bool) -> dict[str, Any]:
 # 5. The sweep
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _measure_context(config_path: Path, first, suite: str | None, out_dir: Path, policy, options: dict) -> _Measure:
+def _measure_context(config_path: Path, first, out_dir: Path, options: SweepOptions) -> _Measure:
     from prefgate.data import read_dataset
+    from prefgate.gate import GatePolicy
 
     if not first.data.eval:
         raise InputError("the sweep measures held-out preference accuracy and KL on data.eval, and this config has "
                          "none; add held-out pairs (e.g. `prefgate data split`)", where=str(config_path),
                          field="data.eval")
+    suite = str(options.suite) if options.suite else None
     m = _Measure(out_dir=out_dir, reference_path=first.reference.model or first.model.name_or_path,
                  base_path=first.model.name_or_path, eval_path=first.data.eval, max_length=first.data.max_length,
-                 suite_path=str(suite) if suite else None, policy=policy, **options)
+                 suite_path=suite, policy=options.policy or GatePolicy(), options=options)
     m.eval_ds = read_dataset(first.data.eval, skip_invalid=first.data.skip_invalid)
     if not m.eval_ds.paired:
         raise InputError("expected paired held-out records (prompt, chosen, rejected)", where=first.data.eval)
@@ -397,14 +406,14 @@ def _point_row(point: GridPoint, run_dir: Path, trained: dict[str, Any]) -> dict
             "preference": None, "kl": None, "eval": None, "gate": None, "registry": None}
 
 
-def _finish_point(row: dict[str, Any], m: _Measure, do_register: bool) -> None:
+def _finish_point(row: dict[str, Any], m: _Measure) -> None:
     run_dir = Path(row["run_dir"])
     if row["status"] == "completed":
         note(f"measuring {row['name']} against {m.reference_path}")
         row.update(_cached_measure(run_dir, row["beta"], row["run_id"], m))
         if row["eval"] is not None:
             row["gate"] = _gate(row["eval"], row["name"], m)
-    if do_register and row["run_id"]:
+    if m.options.register and row["run_id"]:
         row["registry"] = register(run_dir, [row["eval"]["path"]] if row["eval"] else [])
 
 
@@ -413,14 +422,13 @@ def _report(config_path: Path, overrides: list[str], betas: list[float], losses:
     from prefgate.eval.reference import KL_ESTIMATOR
 
     return {
-        "kind": "sweep", "version": SWEEP_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "prefgate_version": __version__,
-        "config": {"path": str(config_path), "sha256": _sha256(config_path), "overrides": overrides},
+        **header("sweep", SWEEP_VERSION,
+                 config={"path": str(config_path), "sha256": sha256_file(config_path), "overrides": overrides}),
         "grid": {"losses": losses, "betas": betas}, "out_dir": str(m.out_dir),
         "base_model": m.base_path, "reference": m.reference_path,
         "eval_data": {"path": m.eval_path, "fingerprint": m.eval_ds.fingerprint, "n_records": len(m.eval_ds)},
-        "kl": {"estimator": KL_ESTIMATOR, "prompts": f"up to {m.kl_prompts} distinct held-out prompts",
-               "max_new_tokens": m.max_new_tokens},
+        "kl": {"estimator": KL_ESTIMATOR, "prompts": f"up to {m.options.kl_prompts} distinct held-out prompts",
+               "max_new_tokens": m.options.max_new_tokens},
         "suite": {"path": m.suite_path, "fingerprint": m.suite_fingerprint} if m.suite_path else None,
         "base_eval": str(m.out_dir / "evals" / "base.eval.json") if m.suite_path else None,
         "policy": m.policy.model_dump(mode="json") if m.suite_path else None,
@@ -428,167 +436,29 @@ def _report(config_path: Path, overrides: list[str], betas: list[float], losses:
     }
 
 
-def sweep(config_path: str | Path, betas: list[float], losses: list[str] | None = None, suite: str | Path | None = None,
-          out_dir: str | Path | None = None, *, overrides: list[str] | None = None, policy=None,
-          do_register: bool = True, allow_audit_fail: str | None = None, kl_prompts: int = 256,
-          max_new_tokens: int = 64, batch_size: int = 8, dtype: str = "auto", device: str | None = None,
-          progress: bool = True) -> dict[str, Any]:
-    """Run the grid (see the module docstring); returns the sweep report, also written to <out_dir>/sweep.json
-    with its page <out_dir>/sweep.html. `out_dir` defaults to `sweeps/<config name>`."""
-    from prefgate.gate import GatePolicy
-
+def sweep(config_path: str | Path, betas: list[float], losses: list[str] | None = None,
+          options: SweepOptions | None = None) -> dict[str, Any]:
+    """Run the grid (see the module docstring); returns the sweep report, also written to <out_dir>/sweep.json.
+    `losses` defaults to ["dpo"]. The page is the caller's: `prefgate.report.sweep.write_sweep_html(report,
+    path)` (the CLI writes <out_dir>/sweep.html)."""
+    options = options or SweepOptions()
     config_path = Path(config_path)
-    losses, overrides = list(losses or ["dpo"]), list(overrides or [])
-    out_dir = Path(out_dir) if out_dir is not None else Path("sweeps") / config_path.stem
+    losses, overrides = list(losses or ["dpo"]), list(options.overrides)
+    out_dir = Path(options.out_dir) if options.out_dir is not None else Path("sweeps") / config_path.stem
     points = grid(list(betas), losses)
     if not points:
         raise InputError("the grid is empty: give at least one beta and one loss", field="beta")
     configs = [point_config(config_path, p, out_dir / p.name, overrides) for p in points]  # all valid first
-    options = {"kl_prompts": kl_prompts, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "dtype": dtype,
-               "device": device, "progress": progress}
-    m = _measure_context(config_path, configs[0], str(suite) if suite else None, out_dir, policy or GatePolicy(),
-                         options)
+    m = _measure_context(config_path, configs[0], out_dir, options)
     rows = []
     for i, (point, config) in enumerate(zip(points, configs, strict=True), start=1):
         note(f"[{i}/{len(points)}] {point.name} -> {config.output_dir}")
-        trained = train_point(config, allow_audit_fail=allow_audit_fail, progress=progress)
+        trained = train_point(config, allow_audit_fail=options.allow_audit_fail, progress=options.progress)
         if trained["reused"]:
             note(f"  {trained['status']} run found in {config.output_dir}: not trained again")
         rows.append(_point_row(point, Path(config.output_dir), trained))
     for row in rows:
-        _finish_point(row, m, do_register)
+        _finish_point(row, m)
     report = _report(config_path, overrides, list(betas), losses, m, rows)
-    _write_json(report, out_dir / "sweep.json")
-    write_sweep_html(report, out_dir / "sweep.html")
+    write_json(report, out_dir / "sweep.json")
     return report
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The page
-
-
-def accuracy_kl_plot(report: dict[str, Any]) -> str | None:
-    """Held-out preference accuracy against KL to the reference, one curve per loss (points in beta order);
-    a red cross marks a point the gate blocks, a star the recommended one."""
-    from prefgate.report import plots
-
-    done = [p for p in report["points"] if p["status"] == "completed" and p["kl"]["mean_per_token"] is not None]
-    if not done:
-        return None
-    fig = plots.figure(6.0, 4.2)
-    ax = fig.add_subplot()
-    for loss in report["grid"]["losses"]:
-        pts = sorted((p for p in done if p["loss"] == loss), key=lambda p: p["beta"])
-        if not pts:
-            continue
-        ax.plot([_kl(p) for p in pts], [_acc(p) for p in pts], marker="o", label=loss)
-        for p in pts:
-            ax.annotate(f"β={p['beta']:g}", (_kl(p), _acc(p)), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    blocked = [p for p in done if p["gate"] and p["gate"]["decision"] == "block"]
-    if blocked:
-        ax.scatter([_kl(p) for p in blocked], [_acc(p) for p in blocked], marker="x", s=70, color=plots.ACCENT,
-                   label="gate blocks", zorder=3)
-    best = [p for p in done if p["name"] == report["recommendation"]["point"]]
-    if best:
-        ax.scatter([_kl(best[0])], [_acc(best[0])], marker="*", s=220, color="#f1c40f", edgecolor="#555555",
-                   label="recommended", zorder=4)
-    kls = [_kl(p) for p in done]
-    if min(kls) > 0 and max(kls) / min(kls) > 20:  # betas far apart: a linear axis crowds the low-KL points
-        ax.set_xscale("log")
-    ax.set(title="Preference accuracy against KL", xlabel="KL(policy || reference), nats per token",
-           ylabel="held-out preference accuracy")
-    ax.legend(frameon=False, fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    return plots.to_data_uri(fig)
-
-
-def _grade_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """(categories, rows): the base model's and each point's per-category grade and score."""
-    rows, categories = [], set()
-    base = _read_json(Path(report["base_eval"])) if report.get("base_eval") else None
-    if base is not None:
-        rows.append({"name": "base", "overall": base["overall"], "categories": base["categories"], "gate": None})
-    for p in report["points"]:
-        if p.get("eval"):
-            rows.append({"name": p["name"], "overall": p["eval"]["overall"], "categories": p["eval"]["categories"],
-                         "gate": p["gate"]})
-    for row in rows:
-        categories |= set(row["categories"])
-    return sorted(categories), rows
-
-
-_TEMPLATE = """{% extends "base.html.j2" %}
-{% block title %}prefgate sweep — {{ name }}{% endblock %}
-{% block content %}
-<h1>Beta sweep</h1>
-<div class="meta">
-  config <code>{{ report.config.path }}</code> · losses {{ report.grid.losses | join(", ") }} · betas
-  {{ report.grid.betas | join(", ") }} · reference <code>{{ report.reference }}</code><br>
-  held-out pairs <code>{{ report.eval_data.path }}</code> ({{ report.eval_data.n_records }}) ·
-  {% if report.suite %}suite <code>{{ report.suite.path }}</code>{% else %}no suite, no gate{% endif %} ·
-  {{ report.created }} · prefgate {{ report.prefgate_version }}
-</div>
-<div class="verdict {{ 'pass' if report.recommendation.point else 'fail' }}" id="recommendation">
-  <span class="word">{{ report.recommendation.point or "none" }}</span>
-  <span>{{ report.recommendation.reason }}</span>
-</div>
-<h2>Points</h2>
-<table id="points">
-  <thead><tr><th>point</th><th>status</th><th>preference accuracy</th><th>KL per token</th>
-    <th>train chosen shift</th><th>gate</th></tr></thead>
-  <tbody>
-  {% for p in report.points %}
-    <tr><td><code>{{ p.name }}</code></td><td>{{ p.status }}{% if p.reused %} (reused){% endif %}</td>
-      <td class="num">{{ p.preference.accuracy | num if p.preference else "–" }}</td>
-      <td class="num">{{ p.kl.mean_per_token | num if p.kl else "–" }}</td>
-      <td class="num">{{ p.train_metrics["logps/chosen_shift"] | num }}</td>
-      <td>{% if p.gate %}<span class="chip {{ 'pass' if p.gate.decision == 'promote' else 'fail' }}">
-        {{ p.gate.decision }}</span> {{ p.gate.reasons | join("; ") }}
-      {% else %}{{ p.reason or "–" }}{% endif %}</td></tr>
-  {% endfor %}
-  </tbody>
-</table>
-<h2>Plots</h2>
-<div class="plots">
-  <figure id="plot-accuracy-kl">
-    {% if plot %}<img src="{{ plot }}" alt="Preference accuracy against KL">
-    {% else %}<div class="empty">no completed point to plot</div>{% endif %}
-    <figcaption>KL: {{ report.kl.estimator }}, on {{ report.kl.prompts }}.</figcaption>
-  </figure>
-</div>
-<h2>Grades per category</h2>
-{% if grade_rows %}
-<table id="grades">
-  <thead><tr><th>model</th><th>overall</th>{% for c in categories %}<th>{{ c }}</th>{% endfor %}</tr></thead>
-  <tbody>
-  {% for r in grade_rows %}
-    <tr><td><code>{{ r.name }}</code></td><td>{{ r.overall.grade }} ({{ r.overall.score | num }})</td>
-      {% for c in categories %}<td>{% if c in r.categories %}{{ r.categories[c].grade }}
-        ({{ r.categories[c].score | num }}){% else %}–{% endif %}</td>{% endfor %}</tr>
-  {% endfor %}
-  </tbody>
-</table>
-{% else %}<div class="empty">no suite: run the sweep with --suite for per-category grades and the gate</div>{% endif %}
-<footer>Generated by <code>prefgate sweep</code>; docs/sweep.md explains the measures and the recommendation.</footer>
-{% endblock %}
-"""
-
-
-def _num(value: Any) -> str:
-    return "–" if value is None else f"{value:.4g}"
-
-
-def sweep_html(report: dict[str, Any]) -> str:
-    from prefgate.report.html import environment
-
-    categories, grade_rows = _grade_rows(report)
-    env = environment().overlay()
-    env.filters["num"] = _num
-    return env.from_string(_TEMPLATE).render(report=report, plot=accuracy_kl_plot(report), categories=categories,
-                                             grade_rows=grade_rows, name=Path(report["config"]["path"]).name)
-
-
-def write_sweep_html(report: dict[str, Any], path: str | Path) -> Path:
-    from prefgate.report.html import write_html
-
-    return write_html(sweep_html(report), path)

@@ -1,7 +1,9 @@
 """Strict YAML settings files: read a mapping, validate it with a pydantic model, one-line errors.
 
 Shared by every config file prefgate reads (train config, audit policy, gate policy), so each reports a
-bad file the same way: `path:line: invalid YAML: ...`, or `path: field 'loss.beta': ...`.
+bad file the same way: `path:line: invalid YAML: ...`, or `path: field 'loss.beta': ...`. A key given twice
+in one mapping is an error (PyYAML would keep the last value silently), and so are a file that is not UTF-8,
+nesting too deep to read and an integer over Python's int-string-conversion limit.
 """
 
 from __future__ import annotations
@@ -17,17 +19,55 @@ from prefgate.errors import InputError
 M = TypeVar("M", bound=BaseModel)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last silently).
+
+    Keys brought in by a `<<` merge may be overridden: that is what a merge is for."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first_line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {first_line[key]}; the first value "
+                        "would be silently replaced)", key_node.start_mark)
+                first_line[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """One YAML document through the strict safe loader; every problem is an InputError naming `where`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        place = f"{where}:{mark.line + 1}" if mark and where else where
+        raise InputError(f"invalid YAML: {getattr(err, 'problem', None) or err}", where=place or None) from None
+    except RecursionError:
+        raise InputError("invalid YAML: nested too deeply to read", where=where or None) from None
+    except ValueError as err:  # the int-string-conversion limit, an impossible date such as 2024-13-01
+        raise InputError(f"invalid YAML: {str(err).split(';')[0]}", where=where or None) from None
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML file (an empty file is an empty mapping)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError("no such file", where=str(path)) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(f"invalid YAML: {getattr(err, 'problem', None) or err}", where=where) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); a settings file "
+                         "is UTF-8 text", where=str(path)) from None
+    data = load_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

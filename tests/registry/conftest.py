@@ -1,5 +1,6 @@
-"""Hand-written run folders, eval reports and gate reports in the shapes `prefgate train`, `prefgate eval` and
-`prefgate gate` write (docs/registry.md), and a registry in a temporary PREFGATE_HOME for every test."""
+"""Hand-written run folders and eval reports in the shapes `prefgate train` and `prefgate eval` write, gate
+reports written by `prefgate.gate` itself (the registry recomputes them), and a registry in a temporary
+PREFGATE_HOME for every test."""
 
 from __future__ import annotations
 
@@ -71,35 +72,39 @@ class Build:
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
     def eval(self, name: str, model: str | dict, score: float = 0.8) -> Path:
+        """50 items in each of two categories; the first round(50 * score) of each are right."""
+        right = round(50 * score)
+        items = [{"id": f"{cat}-{i}", "category": cat, "score": 1.0 if i < right else 0.0}
+                 for cat in ("math", "safety") for i in range(50)]
         report = {
             "kind": "eval", "version": 1, "created": "2026-11-23T15:00:00+00:00", "prefgate_version": "0.1.0",
             "model": model, "suite": {"path": "suites/core.yaml", "fingerprint": SUITE_FP},
             "overall": {"n": 100, "score": score, "grade": "B", "a_rate": 0.4},
             "categories": {"math": {"n": 50, "score": score, "grade": "B", "a_rate": 0.4, "ci": [0.7, 0.9]},
                            "safety": {"n": 50, "score": score, "grade": "B", "a_rate": 0.4, "ci": [0.7, 0.9]}},
-            "items": [{"id": "math-1", "category": "math", "score": 1.0}],
+            "items": items,
         }
         path = self.root / "evals" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2))
         return path
 
-    def gate(self, name: str, baseline: Path, candidate: Path, decision: str = "promote") -> Path:
-        reasons = [] if decision == "promote" else ["category 'math' fell from A to C (p = 0.001)"]
-        report = {
-            "kind": "gate", "version": 1, "created": "2026-11-23T16:00:00+00:00", "prefgate_version": "0.1.0",
-            "decision": decision, "reasons": reasons, "warnings": [], "policy": {"max_grade_drop": 1, "alpha": 0.05},
-            "overall": {"n": 100, "baseline": 0.8, "candidate": 0.82},
-            "categories": [{"name": "math", "baseline": 0.8, "candidate": 0.82, "baseline_grade": "B",
-                            "candidate_grade": "B", "grade_drop": 0, "p_value": 0.5, "status": "pass"}],
-            "baseline": {"path": str(baseline), "sha256": sha256_of(baseline), "model": "base",
-                         "suite_fingerprint": SUITE_FP},
-            "candidate": {"path": str(candidate), "sha256": sha256_of(candidate), "model": "cand",
-                          "suite_fingerprint": SUITE_FP},
-        }
+    def gate(self, name: str, baseline: Path, candidate: Path, decision: str = "promote", **policy) -> Path:
+        """`prefgate gate BASELINE CANDIDATE --json gates/NAME.json` (with `policy` overriding the defaults);
+        `decision` is what the test expects the gate to say."""
+        from prefgate.gate import GatePolicy, gate_files
+
+        report = gate_files(baseline, candidate, GatePolicy(**policy))
+        assert report["decision"] == decision, report["reasons"]
         path = self.root / "gates" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2))
+        return path
+
+    def worse_eval(self, reg: Registry, run_dir: Path, name: str = "worse") -> Path:
+        """An eval of `run_dir` at 0.5 (the others are near 0.8), attached to it: a gate against it blocks."""
+        path = self.eval(name, str(run_dir), 0.5)
+        reg.add(run_dir, evals=[path])
         return path
 
 

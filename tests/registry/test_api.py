@@ -194,9 +194,11 @@ def _refused(reg, *args, **kwargs) -> str:
 
 
 def test_promotion_is_refused_when_the_gate_blocks(prod, reg, build):
-    gate = build.gate("A-vs-B", prod["A"]["eval"], prod["B"]["eval"], decision="block")
+    worse = build.worse_eval(reg, prod["B"]["dir"])
+    gate = build.gate("A-vs-B", prod["A"]["eval"], worse, decision="block")
     message = _refused(reg, prod["B"]["id"], "prod", gate)
-    assert message == "the gate's decision is block: category 'math' fell from A to C (p = 0.001)"
+    assert message.startswith("the gate's decision is block: overall score dropped: 0.800 (B) -> 0.500 (F), n=100")
+    assert message.endswith("(and 2 more)")
     assert [g["decision"] for g in reg.show(prod["B"]["id"])["gates"]] == ["block"]  # the verdict is stored
 
 
@@ -236,10 +238,10 @@ def test_promotion_needs_a_gate_or_a_reasoned_override(prod, reg, build):
 
 
 def test_forced_promotion_records_who_when_why_and_what_it_overrode(prod, reg, build):
-    gate = build.gate("A-vs-B", prod["A"]["eval"], prod["B"]["eval"], decision="block")
+    gate = build.gate("A-vs-B", prod["A"]["eval"], build.worse_eval(reg, prod["B"]["dir"]), decision="block")
     row = reg.promote(prod["B"]["id"], "prod", gate, force=True, reason="hotfix: A leaks PII\n(ticket 42)")
     assert row["forced"] and row["reason"] == "hotfix: A leaks PII (ticket 42)" and row["actor"] == "tester"
-    assert row["overridden"].startswith("the gate's decision is block: category 'math'")
+    assert row["overridden"].startswith("the gate's decision is block: overall score dropped")
     assert row["gate"]["decision"] == "block" and row["at"].startswith("20")
     assert reg.holder("prod") == prod["B"]["id"] and reg.history("prod")[-1] == row
 

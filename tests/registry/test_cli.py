@@ -9,6 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from prefgate.commands import registry as registry_commands
+from prefgate.registry import Registry
 
 from .conftest import TRAIN_FP, sha256_of
 
@@ -62,7 +63,8 @@ def test_bad_input_exits_2_with_one_line(build, tmp_path):
 
 def test_promote_refused_exits_1_and_an_override_is_recorded(prod, build):
     a, b = prod["A"]["id"], prod["B"]["id"]
-    blocked = build.gate("A-vs-B", prod["A"]["eval"], prod["B"]["eval"], decision="block")
+    blocked = build.gate("A-vs-B", prod["A"]["eval"], build.worse_eval(Registry(), prod["B"]["dir"]),
+                         decision="block")
     line = one_error_line(cli("promote", b, "--alias", "prod", "--gate", blocked, code=1), "refused: ")
     assert "the gate's decision is block" in line
 

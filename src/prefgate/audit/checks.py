@@ -17,7 +17,7 @@ from prefgate.audit.families import model_family
 from prefgate.audit.filters import over_length_ratio
 from prefgate.audit.policy import AuditPolicy
 from prefgate.audit.result import CheckResult, grade, pct, pick, share, skip
-from prefgate.audit.view import RecordView, as_view, style_norm
+from prefgate.audit.view import RecordView, as_view, key_present, pair_keys, style_norm
 from prefgate.data.records import Record
 
 DEFAULT_POLICY = AuditPolicy()
@@ -83,8 +83,8 @@ def check_style_only(data: Data, policy: AuditPolicy = DEFAULT_POLICY) -> CheckR
     view = as_view(data)
     if not view.paired:
         return unpaired_skip("style_only", threshold)
-    pairs = zip(view.chosen, view.rejected, strict=True)
-    style = np.fromiter((style_norm(c) == style_norm(r) for c, r in pairs), bool, len(view)) & ~view.identical
+    pairs = zip(view.chosen, view.rejected, view.identical, strict=True)  # identical pairs are not counted
+    style = np.fromiter((not same and style_norm(c) == style_norm(r) for c, r, same in pairs), bool, len(view))
     n = int(style.sum())
     value = share(n, len(view))
     status = grade(value, **threshold)
@@ -99,22 +99,33 @@ def _token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def check_edit_distance(data: Data, policy: AuditPolicy = DEFAULT_POLICY, *,
-                        tokenizer: Any = None) -> CheckResult:
-    """Normalised Levenshtein distance between chosen and rejected (characters; tokens with a tokenizer)."""
+def _distances(view: RecordView, tokenizer: Any) -> np.ndarray:
+    """Normalised Levenshtein distance of each pair, a chunk of pairs at a time (no text is kept)."""
     from rapidfuzz.distance import Levenshtein
     from rapidfuzz.process import cpdist
 
+    dist = np.empty(len(view), np.float64)
+    for start, chosen_ws, rejected_ws in view.ws_chunks():
+        stop = start + len(chosen_ws)
+        if tokenizer is None:
+            left, right = chosen_ws, rejected_ws
+        else:
+            left = _token_ids(tokenizer, view.chosen[start:stop])
+            right = _token_ids(tokenizer, view.rejected[start:stop])
+        dist[start:stop] = cpdist(left, right, scorer=Levenshtein.normalized_distance, workers=-1)
+    return dist
+
+
+def check_edit_distance(data: Data, policy: AuditPolicy = DEFAULT_POLICY, *,
+                        tokenizer: Any = None) -> CheckResult:
+    """Normalised Levenshtein distance between chosen and rejected (characters; tokens with a tokenizer)."""
     p = policy.edit_distance
     threshold = {"warn_above": p.warn_above, "low_edit_below": p.low_edit_below}
     view = as_view(data)
     if not view.paired:
         return unpaired_skip("edit_distance", threshold)
-    if tokenizer is None:
-        unit, left, right = "characters", view.chosen_ws, view.rejected_ws
-    else:
-        unit, left, right = "tokens", _token_ids(tokenizer, view.chosen), _token_ids(tokenizer, view.rejected)
-    dist = cpdist(left, right, scorer=Levenshtein.normalized_distance, workers=-1).astype(np.float64)
+    unit = "characters" if tokenizer is None else "tokens"
+    dist = _distances(view, tokenizer)
     low = dist < p.low_edit_below
     value = share(int(low.sum()), len(view))
     status = grade(value, warn_above=p.warn_above)
@@ -226,9 +237,7 @@ def check_contradictions(data: Data, policy: AuditPolicy = DEFAULT_POLICY) -> Ch
     view = as_view(data)
     if not view.paired:
         return unpaired_skip("contradictions", threshold)
-    keys = list(zip(view.prompt_keys, view.chosen_ws, view.rejected_ws, strict=True))
-    present = set(keys)
-    flipped = np.fromiter(((k, r, c) in present and r != c for k, c, r in keys), bool, len(keys))
+    flipped = key_present(pair_keys(view, swap=True), pair_keys(view)) & ~view.identical
     n = int(flipped.sum())
     value = share(n, len(view))
     status = grade(value, **threshold)

@@ -1,19 +1,26 @@
 """Checks that compare prompts across records: `duplicates` (within the data) and `leakage` (train vs eval).
 
-Near-duplicate prompts are found with MinHash LSH (datasketch) and then confirmed by their exact Jaccard
-similarity, so the LSH only proposes candidates and never decides. Choices, for speed on 100k prompts:
+Near-duplicate prompts are found with MinHash LSH and then confirmed by their exact Jaccard similarity, so
+the LSH only proposes candidates and never decides. Choices, for speed and memory on 1M records:
 - a prompt is the set of its lower-cased word n-grams (`minhash.shingle_words`, default 2: word pairs;
   a one-word prompt is its word), so case and punctuation never make two prompts differ;
-- each distinct prompt is hashed once (`zlib.crc32` per shingle, fast and stable across runs; datasketch
-  mixes it before permuting), with `minhash.num_perm` = 64 permutations (`MinHash.bulk`);
-- the LSH threshold is a little below the Jaccard threshold, so that few true pairs are missed.
+- each distinct prompt is hashed once into a datasketch `MinHash` (`zlib.crc32` per shingle, fast and
+  stable across runs; datasketch mixes it before permuting) with `minhash.num_perm` = 64 permutations, and
+  only its signature is kept: one row of a (distinct prompts, num_perm) array, shared by both checks;
+- the LSH threshold is a little below the Jaccard threshold, so that few true pairs are missed; datasketch's
+  `MinHashLSH` chooses the bands (b x r) for it, and two prompts are candidates when their signatures agree
+  on a whole band, exactly as in `MinHashLSH.query`. The bands are matched by sorting the signature array
+  (`band_groups`) rather than in MinHashLSH's dict of buckets, which holds a Python bytes object per prompt
+  and band (1.6 GB for 530k prompts);
+- shingle sets are made again for the candidates only (`functools.lru_cache`), not kept for every prompt.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,7 @@ import numpy as np
 
 from prefgate.audit.policy import AuditPolicy, MinHashPolicy
 from prefgate.audit.result import CheckResult, grade, pct, pick, share, skip
-from prefgate.audit.view import RecordView, as_view, prompt_text
+from prefgate.audit.view import RecordView, as_view, pair_keys, prompt_text, repeats_earlier
 from prefgate.data.records import Record, check_text, content_id, parse_row, prompt_key
 from prefgate.errors import InputError
 
@@ -42,74 +49,91 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b) if (a or b) else 1.0
 
 
-class NearIndex:
-    """MinHash LSH over shingle sets; `near_all` confirms each candidate by its exact Jaccard similarity."""
+def signatures(sets: Iterable[frozenset], n: int, params: MinHashPolicy) -> np.ndarray:
+    """(n, num_perm): the datasketch MinHash signature of each of the `n` shingle sets, made one at a time."""
+    from datasketch import MinHash
 
-    def __init__(self, threshold: float, params: MinHashPolicy):
-        from datasketch import MinHashLSH
-
-        self.threshold = threshold
-        self.params = params
-        self.lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_SLACK), num_perm=params.num_perm)
-        self.sets: dict[Any, frozenset] = {}
-
-    def signatures(self, sets: Sequence[frozenset]) -> list:
-        from datasketch import MinHash
-
-        return MinHash.bulk(sets, num_perm=self.params.num_perm, hashfunc=zlib.crc32)
-
-    def add_all(self, keys: Sequence[Any], sets: Sequence[frozenset], sigs: Sequence | None = None) -> None:
-        sigs = self.signatures(sets) if sigs is None else sigs
-        with self.lsh.insertion_session() as session:
-            for key, sig in zip(keys, sigs, strict=True):
-                session.insert(key, sig, check_duplication=False)
-        self.sets.update(zip(keys, sets, strict=True))
-
-    def near_all(self, sets: Sequence[frozenset], sigs: Sequence | None = None) -> list[list[Any]]:
-        """For each set, the indexed keys it is near (exact Jaccard >= threshold)."""
-        sigs = self.signatures(sets) if sigs is None else sigs
-        return [[k for k in self.lsh.query(sig) if jaccard(s, self.sets[k]) >= self.threshold]
-                for s, sig in zip(sets, sigs, strict=True)]
+    kwargs = {"num_perm": params.num_perm, "hashfunc": zlib.crc32}
+    out = np.empty((n, params.num_perm), dtype=MinHash(**kwargs).hashvalues.dtype)
+    for i, minhash in enumerate(MinHash.generator(sets, **kwargs)):
+        out[i] = minhash.hashvalues
+    return out
 
 
-def distinct_prompts(view: RecordView, params: MinHashPolicy) -> tuple[np.ndarray, list[frozenset], list]:
-    """(index of each record's prompt among the distinct prompts, their shingle sets, their MinHashes).
+def lsh_bands(threshold: float, params: MinHashPolicy) -> list[tuple[int, int]]:
+    """The signature slices (start, end) that datasketch's MinHashLSH bands by at this Jaccard threshold."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_SLACK), num_perm=params.num_perm)
+    return list(lsh.hashranges)
+
+
+def band_groups(sigs: np.ndarray, bands: Sequence[tuple[int, int]]) -> Iterator[list[int]]:
+    """Every set of two or more rows of `sigs` equal on a whole band (the candidates MinHashLSH proposes).
+
+    Each band's slice is viewed as one opaque value per row and sorted, so equal slices are neighbours.
+    """
+    for start, end in bands:
+        block = np.ascontiguousarray(sigs[:, start:end])
+        keys = block.view(np.dtype((np.void, block.itemsize * (end - start)))).ravel()
+        order = np.argsort(keys, kind="stable")
+        ranked = keys[order]
+        bounds = np.concatenate([[0], np.flatnonzero(ranked[1:] != ranked[:-1]) + 1, [len(keys)]])
+        for i in np.flatnonzero(np.diff(bounds) > 1):
+            yield order[bounds[i]:bounds[i + 1]].tolist()
+
+
+def _shingles_of(view: RecordView, params: MinHashPolicy) -> Callable[[int], frozenset]:
+    """The shingle set of distinct prompt `d`, made on demand (only LSH candidates need one)."""
+    first = view.prompt_first
+
+    @functools.lru_cache(maxsize=1 << 16)
+    def of(d: int) -> frozenset:
+        return shingles(view.prompts[int(first[d])], params.shingle_words)
+
+    return of
+
+
+def prompt_signatures(view: RecordView, params: MinHashPolicy) -> np.ndarray:
+    """(distinct prompts, num_perm): the MinHash of each distinct prompt (`view.prompt_ids` numbers them).
 
     Computed once per view and shared by `duplicates` and `leakage`.
     """
-    cache_key = ("distinct_prompts", params.shingle_words, params.num_perm)
+    cache_key = ("prompt_signatures", params.shingle_words, params.num_perm)
     if cache_key not in view.cache:
-        index: dict[str, int] = {}
-        where = np.fromiter((index.setdefault(k, len(index)) for k in view.prompt_keys), np.int64, len(view))
-        first = np.unique(where, return_index=True)[1]  # the first record of each distinct prompt
-        sets = [shingles(view.prompts[i], params.shingle_words) for i in first]
-        sigs = NearIndex(1.0, params).signatures(sets)
-        view.cache[cache_key] = (where, sets, sigs)
+        first = view.prompt_first
+        sets = (shingles(view.prompts[int(i)], params.shingle_words) for i in first)
+        view.cache[cache_key] = signatures(sets, len(first), params)
     return view.cache[cache_key]
 
 
 def near_duplicate_prompts(view: RecordView, threshold: float, params: MinHashPolicy) -> np.ndarray:
     """For each record: does another, different prompt have Jaccard >= threshold with its prompt?"""
-    where, sets, sigs = distinct_prompts(view, params)
-    index = NearIndex(threshold, params)
-    index.add_all(range(len(sets)), sets, sigs)
-    has_near = np.fromiter((any(k != j for k in near) for j, near in enumerate(index.near_all(sets, sigs))),
-                           bool, len(sets))
-    return has_near[where]
+    sigs = prompt_signatures(view, params)
+    shingles_of = _shingles_of(view, params)
+    has_near = np.zeros(len(sigs), dtype=bool)
+    for group in band_groups(sigs, lsh_bands(threshold, params)):
+        for a in group:
+            if has_near[a]:
+                continue
+            for b in group:
+                if b != a and jaccard(shingles_of(a), shingles_of(b)) >= threshold:
+                    has_near[a] = has_near[b] = True
+                    break
+    return has_near[view.prompt_ids]
+
+
+_LABEL_CODE = {False: 0, True: 1, None: 2}
 
 
 def _exact_duplicates(view: RecordView) -> np.ndarray:
     """True for every record that repeats an earlier one (same prompt and, up to whitespace, same answers)."""
     if view.paired:
-        keys = zip(view.prompt_keys, view.chosen_ws, view.rejected_ws, strict=True)
+        keys = pair_keys(view)
     else:
-        keys = zip(view.prompt_keys, view.completions_ws, (r.label for r in view.records), strict=True)
-    seen: set = set()
-    out = np.zeros(len(view), dtype=bool)
-    for i, key in enumerate(keys):
-        out[i] = key in seen
-        seen.add(key)
-    return out
+        labels = np.fromiter((_LABEL_CODE[r.label] for r in view.records), np.uint64, len(view))
+        keys = np.column_stack([view.prompt_ids.astype(np.uint64), view.completion_digest, labels])
+    return repeats_earlier(keys)
 
 
 def check_duplicates(data: RecordView | Sequence[Record],
@@ -123,9 +147,9 @@ def check_duplicates(data: RecordView | Sequence[Record],
     exact_share, near_share = share(int(exact.sum()), len(view)), share(int(near.sum()), len(view))
     value = max(exact_share, near_share)
     status = grade(value, warn_above=p.warn_above)
-    where = distinct_prompts(view, policy.minhash)[0]
+    where = view.prompt_ids
     details = {"exact_share": exact_share, "n_exact": int(exact.sum()), "near_prompt_share": near_share,
-               "n_near_prompt": int(near.sum()), "n_prompts": int(where.max()) + 1 if len(view) else 0,
+               "n_near_prompt": int(near.sum()), "n_prompts": len(view.distinct_prompt_keys),
                "shared_prompt_share": share(int((np.bincount(where)[where] > 1).sum()), len(view))}
     message = (f"{details['n_exact']} records ({pct(exact_share)}) repeat another exactly and "
                f"{details['n_near_prompt']} ({pct(near_share)}) have a near-duplicate prompt "
@@ -187,6 +211,26 @@ def read_prompts(source: str | Path) -> PromptSet:
     return PromptSet(str(source), ids, prompts)
 
 
+def _near_eval_prompts(view: RecordView, evals: PromptSet, threshold: float,
+                       params: MinHashPolicy) -> list[list[int]]:
+    """For each distinct training prompt, the eval rows whose prompt has Jaccard >= threshold with it."""
+    eval_sets = [shingles(prompt_text(q), params.shingle_words) for q in evals.prompts]
+    train = prompt_signatures(view, params)
+    stacked = np.concatenate([train, signatures(eval_sets, len(eval_sets), params).astype(train.dtype)])
+    shingles_of, m = _shingles_of(view, params), len(train)
+    near: list[list[int]] = [[] for _ in range(m)]
+    tried: set[tuple[int, int]] = set()
+    for group in band_groups(stacked, lsh_bands(threshold, params)):
+        ours, theirs = [d for d in group if d < m], [e - m for e in group if e >= m]
+        for d in ours if theirs else ():
+            for e in theirs:
+                if (d, e) not in tried:
+                    tried.add((d, e))
+                    if jaccard(shingles_of(d), eval_sets[e]) >= threshold:
+                        near[d].append(e)
+    return near
+
+
 def check_leakage(data: RecordView | Sequence[Record], policy: AuditPolicy = DEFAULT_POLICY, *,
                   eval_prompts: Any = None) -> CheckResult:
     """Training records whose prompt is in the eval data, exactly or nearly (Jaccard >= near_jaccard)."""
@@ -197,19 +241,16 @@ def check_leakage(data: RecordView | Sequence[Record], policy: AuditPolicy = DEF
         return skip("leakage", "needs --eval to compare training prompts with the eval prompts.", threshold)
     view, evals = as_view(data), prompt_set(eval_prompts)
     eval_keys = set(evals.keys)
-    exact = np.fromiter((k in eval_keys for k in view.prompt_keys), bool, len(view))
-    index = NearIndex(p.near_jaccard, policy.minhash)
-    index.add_all(range(len(evals.prompts)),
-                  [shingles(prompt_text(q), policy.minhash.shingle_words) for q in evals.prompts])
-    where, sets, sigs = distinct_prompts(view, policy.minhash)
-    near_distinct = index.near_all(sets, sigs)
-    near_lists = [near_distinct[w] for w in where]
-    near = np.fromiter((bool(lst) for lst in near_lists), bool, len(view)) & ~exact
+    exact_distinct = np.fromiter((k in eval_keys for k in view.distinct_prompt_keys), bool,
+                                 len(view.distinct_prompt_keys))
+    near_lists = _near_eval_prompts(view, evals, p.near_jaccard, policy.minhash)
+    near_distinct = np.fromiter((bool(lst) for lst in near_lists), bool, len(near_lists)) & ~exact_distinct
+    exact, near = exact_distinct[view.prompt_ids], near_distinct[view.prompt_ids]
     exact_share, near_share = share(int(exact.sum()), len(view)), share(int(near.sum()), len(view))
     status = "fail" if exact_share > p.fail_above else grade(near_share, warn_above=p.warn_near_above)
-    leaked_keys = {k for k, hit in zip(view.prompt_keys, exact, strict=True) if hit}
+    leaked_keys = {view.distinct_prompt_keys[d] for d in np.flatnonzero(exact_distinct)}
     leaked_eval = {j for j, k in enumerate(evals.keys) if k in leaked_keys}
-    leaked_eval |= {j for lst, hit in zip(near_lists, near, strict=True) if hit for j in lst}
+    leaked_eval |= {j for d in np.flatnonzero(near_distinct) for j in near_lists[d]}
     details = {"eval": evals.describe(), "n_exact": int(exact.sum()), "n_near": int(near.sum()),
                "near_share": near_share, "eval_leaked_share": share(len(leaked_eval), len(evals.prompts)),
                "eval_examples": [evals.ids[j] for j in sorted(leaked_eval)[:5]]}

@@ -18,8 +18,7 @@ is a percentile bootstrap over labelled records (all of a record's judgements re
 
 from __future__ import annotations
 
-import gzip
-import json
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from prefgate.audit.result import CheckResult, pct, pick, share, skip
 from prefgate.audit.view import RecordView, as_view
 from prefgate.data.records import Record
 from prefgate.errors import InputError
+from prefgate.jsonio import gzip_errors, loads, open_binary
 from prefgate.label.store import PREFERRED, parse_label
 from prefgate.stats import symmetric_kappa
 
@@ -58,19 +58,14 @@ def read_labels(path: str | Path, *, known_ids: set[str] | None = None) -> list[
     A repeated (id, rater) keeps its last line, in the order of those last lines.
     """
     path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
     latest: dict[tuple[str, str], HumanLabel] = {}
     try:
-        with opener(path, "rt", encoding="utf-8-sig") as fh:
-            for n, line in enumerate(fh, start=1):
+        with gzip_errors(path), open_binary(path) as fh:
+            for n, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8-sig"), start=1):
                 if not line.strip():
                     continue
                 where = f"{path}:{n}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(f"not valid JSON ({err.msg})", where=where) from None
-                label = _parse_label(row, where)
+                label = _parse_label(loads(line, where, line=True, what="not valid JSON"), where)
                 _check_known(label, known_ids)
                 latest.pop((label.id, label.rater), None)  # re-inserted: dicts keep insertion order
                 latest[(label.id, label.rater)] = label

@@ -14,11 +14,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prefgate import __version__
 from prefgate.audit.checks import (
     check_contradictions,
     check_edit_distance,
@@ -39,6 +37,7 @@ from prefgate.audit.shortcut import check_shortcut
 from prefgate.audit.view import RecordView
 from prefgate.data.dataset import PreferenceDataset
 from prefgate.errors import InputError
+from prefgate.reportio import header
 
 REPORT_VERSION = 1
 
@@ -134,8 +133,7 @@ def run_audit(dataset: PreferenceDataset | Sequence[Any], *, eval_dataset: Any =
         if progress is not None:
             progress(check_id, entry["seconds"])
     return {
-        "kind": "audit", "version": REPORT_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "prefgate_version": __version__,
+        **header("audit", REPORT_VERSION),
         "verdict": worst(r["status"] for r in results), "dataset": ds.describe(),
         "eval_dataset": evals.describe() if evals is not None else None,
         "options": {"tokenizer": getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None,

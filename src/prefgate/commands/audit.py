@@ -91,7 +91,10 @@ def audit(
         raise InputError("needs --tokenizer (truncation is measured in tokens)", field="--max-length")
     start = time.perf_counter()
     # Always read leniently: invalid rows are reported by the `schema` check (fail unless --skip-invalid).
-    ds = load_for_command(data, skip_invalid=True, rejected_out=rejected_out, split=split)
+    # Their sidecar is written only when asked for (--skip-invalid or --rejected-out); otherwise the first
+    # few go to stderr: an audit writes nothing into the current directory on its own.
+    ds = load_for_command(data, skip_invalid=True, rejected_out=rejected_out, split=split,
+                          sidecar=skip_invalid or rejected_out is not None)
     report = run_audit(ds, eval_dataset=eval_data, labels=labels, tokenizer=tokenizer, max_length=max_length,
                        policy_model=policy_model, policy=policy, skip_invalid=skip_invalid)
     print_summary(report)

@@ -1,12 +1,11 @@
 """What every command shares: the bad-input guard (exit 2), dataset loading with its report, shared options.
 
-The consoles and `say` / `note` live in `prefgate.console` (the bottom layer library code uses too) and are
-re-exported here for the commands."""
+The consoles and `say` / `note` live in `prefgate.console`, and `write_json` in `prefgate.reportio` (bottom
+layers that library code uses too); they are re-exported here for the commands."""
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ import typer
 
 from prefgate.console import console, err_console, note, say
 from prefgate.errors import InputError
+from prefgate.reportio import write_json
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_VERDICT_NO", "console", "err_console", "guarded", "load_for_command",
            "note", "say", "write_json"]
@@ -35,28 +35,30 @@ def guarded(fn: F) -> F:
             note(f"error: {err}", force=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except OSError as err:  # permission denied, disk full, ...: still the user's to fix
-            where = getattr(err, "filename", None) or ""
-            note(f"error: {where}: {err.strerror or err}", force=True)
+            where = getattr(err, "filename", None)
+            note(f"error: {f'{where}: ' if where else ''}{err.strerror or err}", force=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def load_for_command(source: str, *, skip_invalid: bool = False, rejected_out: Path | None = None,
-                     split: str | None = None):
-    """Read a dataset and tell the user, on stderr, its size, fingerprint and anything skipped."""
+                     split: str | None = None, sidecar: bool = True):
+    """Read a dataset and tell the user, on stderr, its size, fingerprint and anything skipped (with
+    `sidecar=False`, the first invalid rows and their reasons, since no file holds them)."""
     from prefgate.data import read_dataset
 
-    ds = read_dataset(source, skip_invalid=skip_invalid, rejected_path=rejected_out, split=split)
+    ds = read_dataset(source, skip_invalid=skip_invalid, rejected_path=rejected_out, split=split, sidecar=sidecar)
     note(f"read {len(ds)} records from {source}  fingerprint {ds.fingerprint[:16]}")
-    if ds.rejected:
+    if ds.rejected and ds.rejected_path is not None:
         note(f"skipped {len(ds.rejected)} invalid rows; each, with its reason, is in {ds.rejected_path}")
+    elif ds.rejected:
+        for row in ds.rejected[:3]:
+            note(f"invalid: {row.reason}", force=True)
+        more = f"{len(ds.rejected) - 3} more; " if len(ds.rejected) > 3 else ""
+        note(f"{len(ds.rejected)} invalid rows ({more}--rejected-out PATH writes every one with its reason)",
+             force=True)
     return ds
-
-
-def write_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 SKIP_INVALID = typer.Option(False, "--skip-invalid",

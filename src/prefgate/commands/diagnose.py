@@ -44,7 +44,8 @@ def diagnose(
 ) -> None:
     """Per-token log-probs of both answers under the model and the reference: the mean change of the chosen
     tokens before, at and after the first token where chosen and rejected differ, by edit distance."""
-    from prefgate.diagnose import diagnose_paths, write_diagnose_html
+    from prefgate.diagnose import diagnose_paths
+    from prefgate.report.diagnose import write_diagnose_html
 
     report = diagnose_paths(model, reference, pairs, max_length=max_length, batch_size=batch_size, dtype=dtype,
                             device=device)

@@ -1,20 +1,23 @@
 """`prefgate eval ...`: run a suite on a model, or import lm-eval-harness results, into an eval report.
 
 `prefgate eval --model M --suite S.jsonl --out EVAL.json` runs the eval (the group's own callback);
-`prefgate eval import-lm-eval RESULTS.json [SAMPLES.jsonl ...] --out EVAL.json` imports.
+`prefgate eval import-lm-eval RESULTS.json [SAMPLES.jsonl ...] --out EVAL.json` imports;
+`prefgate eval plan --baseline EVAL.json [--json PLAN.json]` sizes the suite against the gate's promise.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from prefgate.commands.common import console, guarded, note, say, write_json
 from prefgate.errors import InputError
-from prefgate.eval.grades import GradeBands
+
+if TYPE_CHECKING:  # the grades import numpy and pydantic: not at start-up
+    from prefgate.eval.grades import GradeBands
 
 app = typer.Typer(help="Evaluate a model on a suite (per-category scores and grades), or import lm-eval results.",
                   invoke_without_command=True)
@@ -22,6 +25,8 @@ app = typer.Typer(help="Evaluate a model on a suite (per-category scores and gra
 
 def parse_bands(text: str | None) -> GradeBands:
     """`A=0.9,B=0.8,C=0.7,D=0.6` (any subset; the rest keep their defaults) as GradeBands."""
+    from prefgate.eval.grades import GradeBands
+
     if not text:
         return GradeBands()
     values: dict[str, float] = {}
@@ -133,3 +138,55 @@ def import_lm_eval(
         note("no samples files: the report has no per-item scores, so `prefgate gate` cannot pair it "
              "(run lm-eval with --log_samples)")
     note(f"wrote {out}")
+
+
+def _drop(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_plan(plan: dict[str, Any]) -> None:
+    """The sizing table and how to read it, on stdout."""
+    width, power, alpha = plan["grade_width"], plan["power"], plan["alpha"]
+    table = Table(title=f"eval plan: {plan['baseline'].get('path')}")
+    for col in ("category", "n", "baseline", f"detectable drop ({power:.0%})", f"one grade ({width:.2f})",
+                "items for one grade"):
+        table.add_column(col, justify="left" if col == "category" else "right")
+    for row in plan["categories"]:
+        detects = {True: "yes", False: "no", None: "-"}[row["one_grade_detectable"]]
+        need = "-" if row["items_for_one_grade"] is None else str(row["items_for_one_grade"])
+        if row["enforced"] is False:
+            need += " (below min_items)"
+        table.add_row(row["name"], str(row["n"]), f"{row['baseline']:.3f}", _drop(row["detectable_drop"]), detects,
+                      need)
+    console.print(table)
+    say(f"power model: {plan['model']}; alpha={alpha}, power={power:.0%}, one grade = {width:.2f}")
+    short = [r["name"] for r in plan["categories"] if r["one_grade_detectable"] is False]
+    if short:
+        say(f"{len(short)} of {len(plan['categories'])} categories cannot detect a one-grade drop: {', '.join(short)}")
+
+
+@app.command("plan")
+@guarded
+def plan(
+    baseline: Path = typer.Option(..., "--baseline", help="Eval report of the baseline (the model the gate "
+                                                          "compares against) on the suite to size."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the table (JSON) here."),
+    alpha: float = typer.Option(None, "--alpha", help="Significance level of the gate's test (default: the gate "
+                                                      "policy's, 0.05)."),
+    power: float = typer.Option(None, "--power", help="Power a category needs (default: the gate policy's, 0.8)."),
+    policy: Path = typer.Option(None, "--policy", help="Gate policy YAML: its bands (grade width), alpha, power "
+                                                       "and min_items (default: the gate's defaults)."),
+) -> None:
+    """Per category: the smallest drop the gate's test detects with 80% power, whether a one-grade drop is
+    detectable, and the items that would need."""
+    from prefgate.eval.plan import plan_file
+    from prefgate.gate import load_policy
+
+    settings = load_policy(policy)
+    result = plan_file(baseline, alpha=settings.alpha if alpha is None else alpha,
+                       power=settings.power if power is None else power, bands=settings.bands,
+                       min_items=settings.min_items)
+    print_plan(result)
+    if json_out is not None:
+        write_json(result, json_out)
+        note(f"wrote {json_out}")

@@ -41,6 +41,8 @@ def print_gate(result: dict[str, Any]) -> None:
         say(f"  block: {reason}")
     for warning in result["warnings"]:
         say(f"  warn:  {warning}")
+    for warning in result.get("suite_warnings", []):  # the suite's size, not this candidate
+        say(f"  warn:  {warning}")
 
 
 @guarded

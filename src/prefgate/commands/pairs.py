@@ -7,7 +7,6 @@ Wiring (cli.py): `app.add_typer(pairs.app, name="pairs")`. Exit codes: 0 success
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from rich.table import Table
 from prefgate.commands.common import console, guarded, note, say
 from prefgate.console import progress
 from prefgate.errors import InputError
+from prefgate.jsonio import read_json_file
 
 app = typer.Typer(help="Build preference pairs: constructed wrong answers, or sampled and graded candidates.",
                   no_args_is_help=True)
@@ -32,10 +32,7 @@ def _parse_strategies(text: str) -> list[str]:
 def _read_entities(path: Path | None) -> dict[str, list[str]] | None:
     if path is None:
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", where=f"{path}:{err.lineno}") from None
+    data = read_json_file(path)[0]
     if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, list) and all(isinstance(n, str) and n.strip() for n in v)
             for k, v in data.items()):

@@ -172,7 +172,9 @@ def promote(
                                                       "the override is recorded."),
     reason: str = typer.Option(None, "--reason", help="Why (required with --force)."),
 ) -> None:
-    """Move ALIAS to RUN if the gate promoted this run's eval over the current holder's (exit 1 if refused)."""
+    """Move ALIAS to RUN if the gate promoted this run's eval over the current holder's (exit 1 if refused). The
+    gate report is recomputed from the eval files it names; an edited one, or a policy laxer than the registry's
+    minimum ($PREFGATE_HOME/gate-minimum.yaml), is refused."""
     entry = Registry().promote(run, alias, gate, force=force, reason=reason)
     previous = entry["previous_run_id"] or "no previous holder"
     say(f"{alias} -> {entry['run_id']}  (was: {previous})")

@@ -51,15 +51,18 @@ def sweep(
     """Train one run per (loss, beta), measure held-out preference accuracy and KL to the reference (and, with
     a suite, the eval and the gate against the base model), and recommend a point; exit 1 when none qualifies."""
     from prefgate.gate import load_policy
-    from prefgate.sweep import parse_betas, parse_losses
+    from prefgate.report.sweep import write_sweep_html
+    from prefgate.sweep import SweepOptions, parse_betas, parse_losses
     from prefgate.sweep import sweep as run_sweep
 
     betas, losses = parse_betas(beta), parse_losses(loss)
-    report = run_sweep(config, betas, losses, suite=suite, out_dir=out_dir, overrides=overrides or [],
-                       policy=load_policy(policy), do_register=not no_register, allow_audit_fail=allow_audit_fail,
-                       kl_prompts=kl_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device)
-    print_sweep(report)
+    options = SweepOptions(suite=suite, out_dir=out_dir, overrides=overrides or [], policy=load_policy(policy),
+                           register=not no_register, allow_audit_fail=allow_audit_fail, kl_prompts=kl_prompts,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, device=device)
+    report = run_sweep(config, betas, losses, options)
     out = Path(report["out_dir"])
+    write_sweep_html(report, out / "sweep.html")
+    print_sweep(report)
     note(f"report written to {out / 'sweep.json'} and {out / 'sweep.html'}")
     if report["recommendation"]["point"] is None:
         raise typer.Exit(EXIT_VERDICT_NO)

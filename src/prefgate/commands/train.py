@@ -17,7 +17,8 @@ def train(
     allow_audit_fail: str = typer.Option(None, "--allow-audit-fail", metavar="REASON",
                                          help="Train despite an audit fail; the reason goes in the manifest."),
 ) -> None:
-    """Train with DPO or any loss of the family; exit 1 when the pre-training audit fails or a monitor stops the run."""
+    """Train with DPO or any loss of the family; exit 1 when the pre-training audit fails, a monitor stops the run,
+    the weights are not finite, or a checkpoint cannot be written (the manifest says why and what was kept)."""
     from prefgate.config import load_train_config
     from prefgate.train.loop import train as run_training
     from prefgate.train.monitors import TrainingAborted
@@ -28,9 +29,10 @@ def train(
     except TrainingAborted as err:  # raised before the loop starts (audit gate, memory probe)
         note(f"stopped: {err}")
         raise typer.Exit(EXIT_VERDICT_NO) from None
-    if result.status != "completed":
-        note(f"run aborted at step {result.steps}: {result.reason}")
-        say(f"run folder: {result.run_dir} (last good checkpoint kept)")
+    if result.status != "completed":  # the loop said why and which checkpoint it kept, on stderr
+        kept = (result.checkpoint or {}).get("path")
+        say(f"run aborted at step {result.steps}; run folder: {result.run_dir} (manifest.json: reason, checkpoint)"
+            + (f"; --resume continues from {kept}" if kept else "; no checkpoint kept"))
         raise typer.Exit(EXIT_VERDICT_NO)
     m = result.final_metrics
     summary = ", ".join(f"{k} {m[k]:.4f}" for k in ("loss", "rewards/accuracies", "logps/chosen_shift") if k in m)

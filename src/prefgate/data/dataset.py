@@ -113,8 +113,11 @@ class _Consistency:
 
 
 def read_dataset(source: str | Path, *, skip_invalid: bool = False, rejected_path: str | Path | None = None,
-                 split: str | None = None) -> PreferenceDataset:
-    """Read and validate every record of `source` (see the module docstring for the rules)."""
+                 split: str | None = None, sidecar: bool = True) -> PreferenceDataset:
+    """Read and validate every record of `source` (see the module docstring for the rules).
+
+    `sidecar=False` keeps skipped rows in `.rejected` only, writing no file: for a caller that reports them
+    itself (`prefgate audit` without --skip-invalid, which fails on them rather than skipping them)."""
     records: list[Record] = []
     rejected: list[RejectedRow] = []
     consistency = _Consistency()
@@ -132,11 +135,12 @@ def read_dataset(source: str | Path, *, skip_invalid: bool = False, rejected_pat
         records.append(rec)
 
     out_path = None
-    if rejected:
+    if rejected and sidecar:
         out_path = Path(rejected_path) if rejected_path else default_rejected_path(source)
         write_rejected(rejected, out_path)
     if not records:
-        why = f"no valid records ({len(rejected)} rejected, see {out_path})" if rejected else "no records (empty)"
+        see = f"see {out_path}" if out_path else f"the first: {rejected[0].reason}" if rejected else ""
+        why = f"no valid records ({len(rejected)} rejected, {see})" if rejected else "no records (empty)"
         raise InputError(why, where=str(source))
     return PreferenceDataset(str(source), records, rejected, out_path)
 

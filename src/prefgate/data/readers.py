@@ -2,15 +2,16 @@
 
 Sources: JSONL (also `.gz`), JSON (an array of objects), Parquet, CSV, a `datasets.save_to_disk`
 folder, or a hub dataset id (passed to `datasets.load_dataset`; needs the network).
-A row that cannot even be decoded (bad UTF-8, bad JSON) comes out with `error` set instead of `row`, so
-the loader can stop on it or skip it into the sidecar. Blank lines in JSONL are ignored; a UTF-8 BOM
-and CRLF line ends are accepted.
+A row that cannot even be decoded (bad UTF-8, bad JSON, a duplicate key: see `prefgate.jsonio`; a CSV row
+with more cells than the header) comes out with `error` set instead of `row`, so the loader can stop on it
+or skip it into the sidecar. A problem with the source as a whole (a corrupt or truncated `.gz`, a duplicate
+CSV column, a bad JSON array file) raises InputError. Blank lines in JSONL are ignored; a UTF-8 BOM and CRLF
+line ends are accepted.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from prefgate.errors import InputError
+from prefgate.hub import hub_unreachable
+from prefgate.jsonio import InvalidJSON, gzip_errors, loads, open_binary
 
 # The column sets a columnar file (Parquet, CSV, datasets folder) must contain, one per record format.
 FORMAT_COLUMNS = ({"chosen", "rejected"}, {"prompt", "completion"})
@@ -56,12 +59,8 @@ def iter_rows(source: str | Path, *, split: str | None = None) -> Iterator[RawRo
                          "datasets folder", where=str(source))
 
 
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-
-
 def _iter_jsonl(path: Path) -> Iterator[RawRow]:
-    with _open_binary(path) as fh:
+    with gzip_errors(path), open_binary(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]
@@ -76,22 +75,15 @@ def _iter_jsonl(path: Path) -> Iterator[RawRow]:
             if not text.strip():
                 continue
             try:
-                yield RawRow(where, row=json.loads(text), raw=text.rstrip("\r\n"))
-            except json.JSONDecodeError as err:
-                yield RawRow(where, raw=text.rstrip("\r\n"), error=InputError(
-                    f"invalid JSON: {err.msg} (column {err.colno})", where=where))
+                yield RawRow(where, row=loads(text, where, line=True), raw=text.rstrip("\r\n"))
+            except InputError as err:
+                yield RawRow(where, raw=text.rstrip("\r\n"), error=err)
 
 
 def _iter_json_array(path: Path) -> Iterator[RawRow]:
-    with _open_binary(path) as fh:
+    with gzip_errors(path), open_binary(path) as fh:
         data = fh.read()
-    try:
-        rows = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise InputError(f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})",
-                         where=str(path)) from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", where=f"{path}:{err.lineno}") from None
+    rows = loads(data, str(path))
     if not isinstance(rows, list):
         raise InputError("expected a JSON array of records (use .jsonl for one record per line)", where=str(path))
     for i, row in enumerate(rows, start=1):
@@ -136,26 +128,57 @@ def _iter_parquet(path: Path) -> Iterator[RawRow]:
 
 
 def _iter_csv(path: Path) -> Iterator[RawRow]:
+    """Rows of a CSV file with a header. A duplicate column name stops the read; a row with more cells than
+    the header has columns is a bad row (never a silently dropped cell)."""
     csv.field_size_limit(sys.maxsize)
     try:
-        fh = open(path, encoding="utf-8-sig", newline="")
-        with fh:
-            reader = csv.DictReader(fh)
-            check_columns(list(reader.fieldnames or []), str(path))
-            for row in reader:
-                row = {k: _csv_value(v) for k, v in row.items() if k is not None and v not in (None, "")}
-                yield RawRow(f"{path}:{reader.line_num}", row=row, raw=json.dumps(row, ensure_ascii=False))
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            _check_header(header, path)
+            for cells in reader:
+                yield _csv_row(header, cells, f"{path}:{reader.line_num}")
     except UnicodeDecodeError as err:
         raise InputError(f"not valid UTF-8 (byte at offset {err.start})", where=str(path)) from None
+    except csv.Error as err:
+        raise InputError(f"invalid CSV: {err}", where=str(path)) from None
 
 
-def _csv_value(value: str) -> Any:
+def _check_header(header: list[str], path: Path) -> None:
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise InputError(f"duplicate column {name!r} in the header (one of its cells would be silently "
+                             "dropped)", where=f"{path}:1")
+        seen.add(name)
+    check_columns(header, str(path))
+
+
+def _csv_row(header: list[str], cells: list[str], where: str) -> RawRow:
+    if len(cells) > len(header):
+        raw = json.dumps(cells, ensure_ascii=False)
+        return RawRow(where, raw=raw, error=InputError(
+            f"{len(cells)} cells but the header has {len(header)} columns", where=where))
+    row = {}
+    try:
+        for name, value in zip(header, cells, strict=False):
+            if value != "":
+                row[name] = _csv_value(value, where, name)
+    except InputError as err:
+        return RawRow(where, raw=json.dumps(cells, ensure_ascii=False), error=err)
+    return RawRow(where, row=row, raw=json.dumps(row, ensure_ascii=False))
+
+
+def _csv_value(value: str, where: str, column: str) -> Any:
     """CSV cells are text; a cell holding a JSON list of messages is read as messages."""
     if value.startswith("[{") and '"role"' in value:
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
+            parsed = loads(value, where, line=True)
+        except InvalidJSON:
             return value
+        except InputError as err:
+            inner = f" (at {err.field})" if err.field else ""
+            raise InputError(err.message + inner, where=where, field=column) from None
         if isinstance(parsed, list) and all(isinstance(m, dict) and "role" in m for m in parsed):
             return parsed
     return value
@@ -190,6 +213,10 @@ def _looks_like_hub_id(source: str) -> bool:
 
 
 def _iter_hub(repo_id: str, split: str | None) -> Iterator[RawRow]:
+    why = hub_unreachable("HF_DATASETS_OFFLINE")
+    if why:  # fail now, not after datasets' retries (tens of seconds)
+        raise InputError(f"cannot load hub dataset: no such local file or folder, and the hub cannot be asked "
+                         f"({why}); offline, pass a local file or folder", where=repo_id)
     import datasets
 
     try:

@@ -22,6 +22,7 @@ from typing import Any, Union
 
 from prefgate.data.implicit import split_implicit
 from prefgate.errors import InputError
+from prefgate.jsonio import InvalidJSON, loads
 
 Message = dict[str, Any]
 Text = Union[str, list[Message]]  # noqa: UP007 (a runtime alias; `|` on a generic needs 3.10+ anyway)
@@ -192,9 +193,11 @@ def _parse_optional(row: dict[str, Any]) -> dict[str, Any]:
     meta = row.get("meta")
     if isinstance(meta, str):  # CSV and Parquet carry meta as a JSON string
         try:
-            meta = json.loads(meta) if meta.strip() else None
-        except json.JSONDecodeError:
+            meta = loads(meta, "", line=True) if meta.strip() else None
+        except InvalidJSON:
             raise InputError("expected an object (or a JSON string of one), got a string", field="meta") from None
+        except InputError as err:
+            raise InputError(f"in its JSON string: {err.message}", field="meta") from None
     if meta is not None and not isinstance(meta, dict):
         raise InputError(f"expected an object, got {_type_name(meta)}", field="meta")
     out["meta"] = meta or {}

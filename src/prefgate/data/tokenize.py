@@ -22,6 +22,7 @@ from typing import Any
 
 from prefgate.data.records import PreferencePair, Text, UnpairedExample
 from prefgate.errors import InputError
+from prefgate.hub import hub_offline
 
 
 @dataclass(slots=True)
@@ -151,8 +152,10 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     """`AutoTokenizer.from_pretrained` with a clear one-line error when it cannot be loaded."""
     from transformers import AutoTokenizer
 
+    offline = hub_offline(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                             local_files_only=bool(offline))
     except Exception as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise InputError(f"cannot load tokenizer: {reason}", where=name_or_path) from None
+        raise InputError(f"cannot load tokenizer: {reason}{offline}", where=name_or_path) from None

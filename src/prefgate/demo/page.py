@@ -1,4 +1,7 @@
-"""report.html: one self-contained page (prefgate's report base template, plots inlined as PNG)."""
+"""report.html: one self-contained page (prefgate's report base template, plots inlined as PNG).
+
+`render_page(report)` draws it from report.json alone (`demo.report` builds that JSON and calls this).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from typing import Any
 
 from prefgate.report import plots
 
+KEY_CHECKS = ("label_agreement", "style_only", "edit_distance", "leakage", "rejection_diversity", "identical")
 CHIP = {"promote": "pass", "block": "fail", "pass": "pass", "warn": "warn", "fail": "fail", "refused": "fail",
         "completed": "pass", "aborted": "fail", "promoted": "pass", "kept": "skip", "skipped": "skip"}
 RUN_COLORS = {"dpo": plots.ACCENT, "dpop": plots.COLOR, "ipo": "#7d3c98"}
@@ -114,7 +118,7 @@ def running_mean(values, window: int) -> list[float]:
 
 
 def diagnosis_view(report: dict) -> dict[str, Any] | None:
-    from prefgate.diagnose import pair_plot
+    from prefgate.report.diagnose import pair_plot
 
     diag = report.get("diagnosis") or {}
     if not diag:
@@ -135,8 +139,7 @@ def diagnosis_view(report: dict) -> dict[str, Any] | None:
 
 
 def audit_rows(report: dict) -> list[dict[str, Any]]:
-    from prefgate.demo.report import KEY_CHECKS
-
+    """Each audit's key checks (KEY_CHECKS, in that order), then any other check that warned or failed."""
     out = []
     for name, audit in report["audits"].items():
         checks = [{"id": cid, **audit["checks"][cid]} for cid in KEY_CHECKS if cid in audit["checks"]]

@@ -8,18 +8,17 @@ log-prob shift over training, the token-level diagnosis of one pair, the audit f
 from __future__ import annotations
 
 import platform
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prefgate import __version__
 from prefgate.demo import stages
 from prefgate.demo.findings import findings
 from prefgate.demo.graders import ORACLE_RATER
+from prefgate.demo.page import render_page
 from prefgate.demo.settings import SFT_CONFIG, SFT_PER_CATEGORY
+from prefgate.reportio import header, write_json
 
 REPORT_VERSION = 1
-KEY_CHECKS = ("label_agreement", "style_only", "edit_distance", "leakage", "rejection_diversity", "identical")
 
 
 # -- report.json -------------------------------------------------------------------------------------------
@@ -94,8 +93,7 @@ def build_json(story) -> dict[str, Any]:
     runs = {spec.name: _run_summary(spec, data["runs"][spec.name], Path(data["runs"][spec.name]["run_dir"] or "."),
                                     settings.epochs) for spec in settings.all_runs}
     report = {
-        "kind": "demo", "version": REPORT_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "prefgate_version": __version__,
+        **header("demo", REPORT_VERSION),
         "mode": settings.mode, "seed": story.seed, "from_scratch": story.from_scratch,
         "machine": {"python": platform.python_version(), "cpu": platform.machine(), "threads": settings.threads},
         "settings": {**settings.describe(), "sft": {"per_category": SFT_PER_CATEGORY, **SFT_CONFIG}},
@@ -127,14 +125,13 @@ def write_reports(story) -> dict[str, Any]:
         write_audit_html(audit, story.layout.audits / f"{name}.html")
     report = build_json(story)
     report["wall_seconds"] = round(story.elapsed, 1)
-    stages.write_json(report, story.layout / "report.json")
+    write_json(report, story.layout / "report.json")
     write_html(render_html(report), story.layout / "report.html")
     report["wall_seconds"] = round(story.elapsed, 1)  # including the report itself
-    stages.write_json(report, story.layout / "report.json")
+    write_json(report, story.layout / "report.json")
     return report
 
 
 def render_html(report: dict[str, Any]) -> str:
-    from prefgate.demo.page import render_page
-
+    """report.html from report.json alone (`demo.page.render_page`)."""
     return render_page(report)

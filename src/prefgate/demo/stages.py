@@ -10,9 +10,9 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prefgate.demo.settings import MAX_LENGTH, RunSpec, Settings
+from prefgate.reportio import read_json, write_json
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoint"
 OWNED = ("data", "pairs", "labels", "audits", "runs", "evals", "gates", "diagnose", ".prefgate", "report.html",
@@ -38,16 +38,6 @@ class Layout:
             elif path.exists():
                 path.unlink()
         self.root.mkdir(parents=True, exist_ok=True)
-
-
-def write_json(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # -- SFT ----------------------------------------------------------------------------------------------------

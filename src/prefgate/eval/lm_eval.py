@@ -21,29 +21,19 @@ each document's id and `doc_hash`: the same tasks on two models give the same fi
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prefgate import __version__
 from prefgate.data.records import canonical_json
 from prefgate.errors import InputError
 from prefgate.eval.grades import DEFAULT_BANDS, GradeBands, grade, summarize
+from prefgate.jsonio import loads
+from prefgate.reportio import header, read_json
 
 PREFERRED = ("acc", "exact_match", "acc_norm", "pass@1", "f1", "mc2", "em")
 SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<stamp>\d{4}-\d{2}-\d{2}T[0-9:.\-]+)\.jsonl$")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise InputError("no such file", where=str(path)) from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", where=f"{path}:{err.lineno}") from None
 
 
 def leaf_tasks(results: dict[str, Any]) -> list[str]:
@@ -99,30 +89,30 @@ def _score(value: Any, where: str, metric: str) -> float:
 def read_samples(path: Path, task: str, metric: str, filt: str) -> list[dict[str, Any]]:
     """The items of one samples file, for one metric and filter, in document order."""
     items: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"invalid JSON: {err.msg}", where=where) from None
-            if not isinstance(row, dict) or "doc_id" not in row:
-                raise InputError("expected a sample object with doc_id", where=where)
-            if row.get("filter", filt) != filt:
-                continue
-            if metric not in row:
-                raise InputError(f"the sample has no {metric!r} value", where=where, field=metric)
-            item_id = f"{task}/{row['doc_id']}"
-            if item_id in items:
-                raise InputError(f"duplicate doc_id {row['doc_id']!r} for filter {filt!r}", where=where)
-            item: dict[str, Any] = {"id": item_id, "category": task, "score": _score(row[metric], where, metric)}
-            resps = row.get("filtered_resps")
-            if isinstance(resps, list) and resps and isinstance(resps[0], str):
-                item["output"] = resps[0]
-            item["doc_hash"] = row.get("doc_hash")
-            items[item_id] = item
+    try:
+        lines = Path(path).read_bytes().decode("utf-8-sig").split("\n")  # not splitlines: JSON may hold U+2028
+    except UnicodeDecodeError as err:
+        raise InputError(f"not valid UTF-8 (byte at offset {err.start})", where=str(path)) from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        row = loads(line, where, line=True)
+        if not isinstance(row, dict) or "doc_id" not in row:
+            raise InputError("expected a sample object with doc_id", where=where)
+        if row.get("filter", filt) != filt:
+            continue
+        if metric not in row:
+            raise InputError(f"the sample has no {metric!r} value", where=where, field=metric)
+        item_id = f"{task}/{row['doc_id']}"
+        if item_id in items:
+            raise InputError(f"duplicate doc_id {row['doc_id']!r} for filter {filt!r}", where=where)
+        item: dict[str, Any] = {"id": item_id, "category": task, "score": _score(row[metric], where, metric)}
+        resps = row.get("filtered_resps")
+        if isinstance(resps, list) and resps and isinstance(resps[0], str):
+            item["output"] = resps[0]
+        item["doc_hash"] = row.get("doc_hash")
+        items[item_id] = item
     return list(items.values())
 
 
@@ -175,7 +165,7 @@ def import_lm_eval(results_path: str | Path, samples: list[str | Path] | None = 
                    bands: GradeBands = DEFAULT_BANDS, seed: int = 0) -> dict[str, Any]:
     """The eval report for an lm-eval results file and (optionally) its samples files."""
     path = Path(results_path)
-    results = _read_json(path)
+    results = read_json(path, what="an lm-eval results file")
     if not isinstance(results, dict) or not isinstance(results.get("results"), dict) or not results["results"]:
         raise InputError("expected an lm-eval results file with a non-empty \"results\" object", where=str(path))
     tasks = leaf_tasks(results)
@@ -229,10 +219,9 @@ def _report(path: Path, results: dict[str, Any], categories, items, suite_parts,
     fingerprint = hashlib.sha256(canonical_json(suite_parts).encode("utf-8")).hexdigest()
     tasks = {p["task"]: {k: p[k] for k in ("version", "n_shot", "metric", "filter")} for p in suite_parts}
     return {
-        "kind": "eval", "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "prefgate_version": __version__, "model": _model_info(results),
-        "suite": {"path": str(path), "fingerprint": fingerprint, "n_items": len(items), "source": "lm-eval",
-                  "tasks": tasks},
+        **header("eval", 1, model=_model_info(results),
+                 suite={"path": str(path), "fingerprint": fingerprint, "n_items": len(items), "source": "lm-eval",
+                        "tasks": tasks}),
         "bands": bands.model_dump(), "seed": seed, "overall": _overall(categories, items, bands, seed),
         "categories": categories, "items": items, "skipped": skipped, "warnings": warnings,
     }

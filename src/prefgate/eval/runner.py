@@ -8,16 +8,17 @@ reference, preference accuracy and KL; assemble the eval report (contract in ../
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from prefgate import __version__, console
-from prefgate.eval.grades import DEFAULT_BANDS, GradeBands, aggregate
+from prefgate import console
+from prefgate.eval.grades import DEFAULT_BANDS, GradeBands, aggregate, by_category
+from prefgate.eval.plan import DEFAULT_ALPHA, DEFAULT_POWER, POWER_MODEL, grade_width, sizing_of_scores
 from prefgate.eval.scorers import Score, score_choice, score_output
 from prefgate.eval.suite import Suite, SuiteItem, load_suite
 from prefgate.lm.generate import Generation, GenerationConfig, generate_ids, prompt_ids
 from prefgate.lm.load import LoadedModel, load_model, pad_token_id
 from prefgate.lm.logps import completion_logps
+from prefgate.reportio import header
 
 EVAL_VERSION = 1
 
@@ -93,13 +94,15 @@ def build_report(model_info: dict[str, Any], suite: Suite, items: list[dict[str,
                  judge_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """The eval report (everything but the reference blocks)."""
     overall, categories = aggregate(items, options.bands, seed=options.seed)
+    width = grade_width(options.bands)
+    for name, group in by_category(items).items():  # what the gate's test on this category can detect
+        categories[name].update(sizing_of_scores([float(it["score"]) for it in group], width=width))
     return {
-        "kind": "eval", "version": EVAL_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "prefgate_version": __version__,
-        "model": {**model_info, "system_prompt": options.generation.system_prompt},
-        "suite": {"path": suite.path, "fingerprint": suite.fingerprint, "n_items": len(suite)},
+        **header("eval", EVAL_VERSION, model={**model_info, "system_prompt": options.generation.system_prompt},
+                 suite={"path": suite.path, "fingerprint": suite.fingerprint, "n_items": len(suite)}),
         "generation": options.generation.describe(), "judge": judge_info,
         "bands": options.bands.model_dump(), "seed": options.seed,
+        "sizing": {"alpha": DEFAULT_ALPHA, "power": DEFAULT_POWER, "grade_width": width, "model": POWER_MODEL},
         "overall": overall, "categories": categories, "items": items,
     }
 

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
-from prefgate import __version__
 from prefgate.data.records import Record
 from prefgate.errors import InputError
 from prefgate.label.sample import stratum
 from prefgate.label.store import PREFERRED, Label, latest
+from prefgate.reportio import header
 from prefgate.stats import symmetric_kappa
 
 AGREEMENT_VERSION = 1
@@ -129,11 +128,12 @@ def agreement_report(labels: Sequence[Label], *, records: Sequence[Record] | Non
                                  "has it", where=labels_path, field="id")
     everyone = [p for answers in by_rater.values() for p in answers.values()]
     report: dict[str, Any] = {
-        "kind": "label_agreement", "version": AGREEMENT_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "prefgate_version": __version__,
-        "labels": {"path": labels_path, "n_judgements": len(everyone),
-                   "n_pairs": len({i for answers in by_rater.values() for i in answers}), "raters": list(by_rater)},
-        "dataset": dataset, "inter_rater": inter_rater(by_rater),
+        **header("label_agreement", AGREEMENT_VERSION,
+                 labels={"path": labels_path, "n_judgements": len(everyone),
+                         "n_pairs": len({i for answers in by_rater.values() for i in answers}),
+                         "raters": list(by_rater)},
+                 dataset=dataset),
+        "inter_rater": inter_rater(by_rater),
         "auto": {"overall": with_auto(everyone),
                  "raters": {rater: with_auto(list(answers.values())) for rater, answers in by_rater.items()}},
     }

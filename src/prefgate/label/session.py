@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from prefgate.data.records import PreferencePair, Text
 from prefgate.label.sample import a_side, preferred_for, shown_as
-from prefgate.label.store import Label, latest, now
+from prefgate.label.store import Label, latest
+from prefgate.reportio import now
 
 ANSWER_KEYS = ("a", "b", "t")
 SCROLL_KEYS = ("down", "up", "pgdn", "pgup", "home", "end")

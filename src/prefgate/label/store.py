@@ -27,11 +27,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from prefgate.errors import InputError
+from prefgate.jsonio import InvalidJSON, loads
 
 PREFERRED = ("chosen", "rejected", "tie")
 
@@ -48,10 +48,6 @@ class Label:
     def to_json(self) -> str:
         row = {k: v for k, v in asdict(self).items() if v is not None}
         return json.dumps(row, ensure_ascii=False)
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def parse_label(row: Any, where: str) -> Label:
@@ -82,12 +78,12 @@ def parse_lines(text: str, path: str | Path) -> tuple[list[Label], bool]:
             continue
         where = f"{path}:{n}"
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
+            row = loads(line, where, line=True, what="not valid JSON")
+        except InvalidJSON:
             if n == len(lines) and not text.endswith("\n"):
                 torn = True  # cut short by a crash mid-write: never acknowledged, so nothing is lost
                 continue
-            raise InputError(f"not valid JSON ({err.msg})", where=where) from None
+            raise
         labels.append(parse_label(row, where))
     return labels, torn
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from prefgate.errors import InputError
+from prefgate.hub import hub_offline
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -80,10 +81,14 @@ def load_causal_lm(name_or_path: str, *, dtype=None, trust_remote_code: bool = F
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
         kwargs["dtype"] = torch.bfloat16
+    offline = hub_offline(name_or_path)
+    if offline:  # the adapter probe does not inherit local_files_only (transformers 5.x): pass it there too
+        kwargs.update(local_files_only=True, adapter_kwargs={"local_files_only": True})
     try:
         return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except Exception as err:  # any failure to load is the user's path or files: one line, not a traceback
-        raise InputError(f"cannot load {what}: {_first_line(err)}", where=name_or_path) from None
+        raise InputError(f"cannot load {what}: {_first_line(err)}{offline}", where=name_or_path) from None
+
 
 
 def _tokenizer(candidates: list[Path | str]) -> Any:
@@ -96,22 +101,33 @@ def _tokenizer(candidates: list[Path | str]) -> Any:
     raise InputError("no tokenizer found", where=str(candidates[0]))
 
 
-def _load_adapter(adapter_dir: Path, run_dir: Path, dtype) -> LoadedModel:
-    from peft import PeftModel
-
+def _adapter_base(adapter_dir: Path) -> str:
+    """The base model named by an adapter folder's adapter_config.json."""
     try:
         config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
         base = config["base_model_name_or_path"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # ValueError: bad JSON, not UTF-8, huge int
         raise InputError("expected a PEFT adapter config with base_model_name_or_path",
                          where=str(adapter_dir / "adapter_config.json")) from None
-    if not base:
+    if not base or not isinstance(base, str):
         raise InputError("base_model_name_or_path is empty", where=str(adapter_dir / "adapter_config.json"))
-    base_model = load_causal_lm(base, dtype=dtype, what="base model")
+    return base
+
+
+def _merged(base_model, adapter_dir: Path):
+    """`base_model` with the adapter in `adapter_dir` applied and merged in."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
     try:
-        model = PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
-    except (OSError, ValueError, RuntimeError) as err:
+        return PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:  # e.g. a truncated file
         raise InputError(f"cannot load adapter: {_first_line(err)}", where=str(adapter_dir)) from None
+
+
+def _load_adapter(adapter_dir: Path, run_dir: Path, dtype) -> LoadedModel:
+    base = _adapter_base(adapter_dir)
+    model = _merged(load_causal_lm(base, dtype=dtype, what="base model"), adapter_dir)
     base_path = Path(base)
     tokenizer = _tokenizer([adapter_dir, run_dir, base_path if base_path.exists() else base])
     info = {"path": str(run_dir), "base": base, "adapter": str(adapter_dir)}
@@ -138,16 +154,13 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = No
 
 def merge_adapter(run_dir: str | Path, out: str | Path, *, trust_remote_code: bool = False) -> Path:
     """Write base + adapter of a run folder as one plain transformers model (and its tokenizer)."""
-    from peft import PeftModel
     from transformers import AutoTokenizer
 
     adapter = Path(run_dir) / "adapter"
     if not (adapter / "adapter_config.json").exists():
         raise InputError("no adapter/adapter_config.json: not a LoRA run folder", where=str(run_dir))
-    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = PeftModel.from_pretrained(load_causal_lm(base, trust_remote_code=trust_remote_code, what="base model"),
-                                      str(adapter))
-    merged = model.merge_and_unload()
+    base = _adapter_base(adapter)
+    merged = _merged(load_causal_lm(base, trust_remote_code=trust_remote_code, what="base model"), adapter)
     out = Path(out)
     merged.save_pretrained(out)
     tok_src = adapter if (adapter / "tokenizer_config.json").exists() else base

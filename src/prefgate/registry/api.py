@@ -21,6 +21,7 @@ from typing import Any
 
 from prefgate.errors import InputError
 from prefgate.registry import schema
+from prefgate.registry.gatecheck import MINIMUM_POLICY_FILE, Recheck, minimum_policy, recheck
 from prefgate.registry.inputs import (
     Artifact,
     JsonFile,
@@ -164,14 +165,28 @@ class Registry:
             raise InputError("a promotion needs the gate report (--gate GATE.json), or --force --reason TEXT "
                              "to override the gate", field="gate")
         gate_file = read_json(gate_path) if gate_path is not None else None
+        checked = None
         if gate_file is not None:
             check_gate(gate_file.data, str(gate_file.path))
+            checked = self._recheck(gate_file)  # before the write lock: reads the evals, runs the statistics
+            gate_file = gate_file if checked.genuine else None  # a forged verdict is not stored as one
         with self.connect() as conn:
             with schema.write(conn):
-                refused, entry = _promote_locked(conn, self.db_path, run_id, alias, gate_file, force, reason)
+                refused, entry = _promote_locked(conn, self.db_path, run_id, alias, gate_file, force, reason,
+                                                 checked.refusal if checked else None)
         if entry is None:
             raise PromotionRefused(refused or "refused")
         return entry
+
+    def _recheck(self, gate_file: JsonFile) -> Recheck:
+        """The gate report recomputed from the eval files it names, and its policy against the minimum."""
+        shas = [gate_file.data[side].get("sha256") or "" for side in ("baseline", "candidate")]
+        with self.connect() as conn, schema.read(conn):
+            known = {r["sha256"]: r["path"] for r in conn.execute(
+                "SELECT sha256, path FROM evals WHERE sha256 IN (?, ?)", shas)}
+        path = self.home / MINIMUM_POLICY_FILE
+        source = str(path) if path.is_file() else f"the gate's defaults; {path} does not exist"
+        return recheck(gate_file, known, minimum_policy(self.home), source)
 
     def rollback(self, alias: str, *, reason: str | None = None) -> dict[str, Any]:
         """Move `alias` back to the holder before the current one, recorded as a "rollback" history row.
@@ -379,15 +394,17 @@ def _check_alias(alias: str) -> None:
 
 
 def _promote_locked(conn: sqlite3.Connection, db_path: Path, run: str, alias: str, gate_file: JsonFile | None,
-                    force: bool, reason: str | None) -> tuple[str | None, dict[str, Any] | None]:
-    """Inside the write lock: (refusal, None) or (what was overridden, the new history row)."""
+                    force: bool, reason: str | None, recheck_refusal: str | None
+                    ) -> tuple[str | None, dict[str, Any] | None]:
+    """Inside the write lock: (refusal, None) or (what was overridden, the new history row). `gate_file` is
+    None for a report that did not match its inputs; `recheck_refusal` says why, or why its policy is too lax."""
     run_id, status = _resolve(conn, run, db_path)
     gate = gate_file.data if gate_file else None
     gate_id = _put_gate(conn, gate_file) if gate_file else None
     holder = _holder(conn, alias)
     if holder is not None and holder["run_id"] == run_id:
         return f"run {run_id} already holds {alias!r}", None  # not even --force re-promotes the holder
-    refused = _refusal(conn, run_id, status, alias, holder["run_id"] if holder else None, gate)
+    refused = _refusal(conn, run_id, status, alias, holder["run_id"] if holder else None, gate, recheck_refusal)
     if refused and not force:
         return refused, None
     entry = _append(conn, alias, "promote", run_id, holder, parent_id=holder["history_id"] if holder else None,
@@ -398,10 +415,12 @@ def _promote_locked(conn: sqlite3.Connection, db_path: Path, run: str, alias: st
 
 
 def _refusal(conn: sqlite3.Connection, run_id: str, status: str, alias: str, holder_id: str | None,
-             gate: dict | None) -> str | None:
+             gate: dict | None, recheck_refusal: str | None = None) -> str | None:
     """Why `run_id` may not take `alias` from `holder_id` on this gate report, or None if it may."""
     if status != "completed":
         return f"run {run_id} is {status}; only a completed run can be promoted"
+    if recheck_refusal:
+        return recheck_refusal
     if gate is None:
         return "no gate report was given"
     if gate["decision"] != "promote":

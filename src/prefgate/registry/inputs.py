@@ -6,7 +6,6 @@ Only the fields the registry stores or relies on are checked; other fields are k
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -14,17 +13,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from prefgate.errors import InputError
+from prefgate.reportio import JsonFile, read_json_with_sha256, sha256_file
 
 MANIFEST_VERSION = 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MISSING = object()
-
-
-@dataclass(frozen=True)
-class JsonFile:
-    path: Path  # absolute
-    data: Any
-    sha256: str  # of the file's bytes
 
 
 @dataclass(frozen=True)
@@ -35,29 +28,9 @@ class Artifact:
     size: int
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_json(path: str | Path) -> JsonFile:
-    """The parsed file and the sha256 of its bytes; InputError for a missing file or malformed JSON."""
-    path = Path(path).absolute()
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file", where=str(path)) from None
-    except IsADirectoryError:
-        raise InputError("expected a JSON file, got a folder", where=str(path)) from None
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        line = f":{err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
-        raise InputError(f"not a valid JSON file: {err}", where=f"{path}{line}") from None
-    return JsonFile(path, data, hashlib.sha256(raw).hexdigest())
+    """The parsed file (absolute path) and the sha256 of its bytes; InputError for a missing file or bad JSON."""
+    return read_json_with_sha256(Path(path).absolute())
 
 
 def canonical(obj: Any) -> str:
@@ -174,7 +147,11 @@ def _artifact_path(run_dir: Path, name: str, where: str) -> Path:
     if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name:
         raise InputError(f"expected a path inside the run folder, got {name!r}", where=where,
                          field=f"artifacts[{name!r}]")
-    return run_dir.joinpath(*rel.parts)
+    path = run_dir.joinpath(*rel.parts)
+    if path.exists() and not path.resolve().is_relative_to(run_dir.resolve()):
+        raise InputError(f"{name} is a symlink (or under one) that leaves the run folder, to {path.resolve()}; "
+                         "an artifact must live inside the run folder", where=where, field=f"artifacts[{name!r}]")
+    return path
 
 
 def check_eval(report: Any, where: str) -> dict:

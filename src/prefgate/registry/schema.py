@@ -18,10 +18,10 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from prefgate.errors import InputError
+from prefgate.reportio import now
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -134,24 +134,37 @@ MIGRATIONS: tuple[Migration, ...] = (_V1,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def connect(path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> sqlite3.Connection:
-    """Open (creating if needed) the database at `path` in WAL mode and bring its schema up to date."""
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    """Open (creating if needed) the database at `path` in WAL mode and bring its schema up to date.
+
+    A file SQLite cannot open or read as a database (random bytes, a folder, a truncated copy) is an
+    InputError naming it; a database busy past the timeout is not (it is nobody's bad input)."""
     try:
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        _use_wal(conn)
-        conn.execute("PRAGMA synchronous = FULL")  # a committed promotion survives a power cut too
-        conn.execute("PRAGMA foreign_keys = ON")
-        migrate(conn, migrations)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.DatabaseError as err:
+        raise _not_a_registry(path, err) from None
+    try:
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            _use_wal(conn)
+            conn.execute("PRAGMA synchronous = FULL")  # a committed promotion survives a power cut too
+            conn.execute("PRAGMA foreign_keys = ON")
+            current_version(conn)  # the first read of the schema: where a file that is no database fails
+        except sqlite3.DatabaseError as err:
+            if any(word in str(err) for word in ("locked", "busy", "could not switch")):
+                raise
+            raise _not_a_registry(path, err) from None
+        migrate(conn, migrations)  # a failing migration is prefgate's bug: it keeps its traceback
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _not_a_registry(path: Path, err: sqlite3.DatabaseError) -> InputError:
+    return InputError(f"cannot open the registry database (SQLite: {err}); move the file away or point "
+                      "$PREFGATE_HOME elsewhere", where=str(path))
 
 
 def _use_wal(conn: sqlite3.Connection) -> None:

@@ -8,11 +8,11 @@ reports any image that failed to decode as a console error.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from prefgate.reportio import write_text
 
 
 @cache
@@ -36,14 +36,4 @@ def render(template: str, *, filters: dict[str, Any] | None = None, **context: A
 
 def write_html(text: str, path: str | Path) -> Path:
     """Write `text` to `path` atomically (a temporary file in the same folder, renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_text(text, path)

@@ -1,12 +1,13 @@
 """From records to model rows: tokenise once, then lay out each batch as the loss needs it.
 
-A batch is a set of rows (prompt + completion) sharing one forward pass; which rows depends on the loss:
+A batch is a set of rows (prompt + completion) sharing one forward pass; which rows is the loss's
+`LossType.row_layout`:
 
-- paired losses: B chosen rows, then B rejected rows;
-- sft:           B rows, the chosen completion (paired data) or the completion (unpaired data);
-- kto:           B completion rows, then B mismatched rows for the KL estimate: prompt i with the
-                 completion of example (i + 1) mod N of the whole dataset, so the mismatch does not depend
-                 on how examples are batched (and a reference cache can hold it).
+- `PAIR` (most losses):     B chosen rows, then B rejected rows;
+- `CHOSEN_ONLY` (sft):      B rows, the chosen completion (paired data) or the completion (unpaired data);
+- `UNPAIRED_KL` (kto):      B completion rows, then B mismatched rows for the KL estimate: prompt i with the
+                            completion of example (i + 1) mod N of the whole dataset, so the mismatch does not
+                            depend on how examples are batched (and a reference cache can hold it).
 
 Row `role` r of example i is row r * B + position. A `Batch` holds them padded (the concatenated forward)
 and as token lists, from which the prefix-shared forward lays out one sequence per example (the rows of an
@@ -22,7 +23,7 @@ import torch
 from prefgate.data import PairTokenizer, PreferenceDataset, PreferencePair
 from prefgate.errors import InputError
 from prefgate.lm.logps import pad_examples
-from prefgate.losses import LossType
+from prefgate.losses import LossType, RowLayout
 
 Row = tuple[list[int], list[int]]  # (prompt_ids, completion_ids)
 
@@ -87,15 +88,16 @@ def tokenize_dataset(ds: PreferenceDataset, tokenizer, loss_type: LossType, *, m
                      max_prompt_length: int | None) -> TokenizedData:
     """Tokenise every record once into the rows `loss_type` trains on."""
     tok = PairTokenizer(tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
-    if ds.paired and loss_type.paired:
-        return _paired_rows(ds, tok, chosen_only=loss_type is LossType.SFT)
+    layout = loss_type.row_layout
+    if layout is RowLayout.CHOSEN_ONLY:
+        return _paired_rows(ds, tok, chosen_only=True) if ds.paired else _sft_rows(ds, tok)
+    if layout is RowLayout.PAIR and ds.paired:
+        return _paired_rows(ds, tok, chosen_only=False)
+    if layout is RowLayout.UNPAIRED_KL and not ds.paired:
+        return _kto_rows(ds, tok)
     if ds.paired:
         raise InputError(f"loss '{loss_type.value}' trains on unpaired examples (prompt, completion, label), "
                          "but the data is paired", where=ds.source)
-    if loss_type is LossType.SFT:
-        return _sft_rows(ds, tok)
-    if loss_type is LossType.KTO:
-        return _kto_rows(ds, tok)
     raise InputError(f"loss '{loss_type.value}' needs paired data (prompt, chosen, rejected)", where=ds.source)
 
 

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,9 +28,21 @@ from prefgate.train import checkpoint as ckpt
 from prefgate.train.batches import TokenizedData, collate, tokenize_dataset
 from prefgate.train.manifest import write_manifest
 from prefgate.train.model import load_policy
-from prefgate.train.monitors import CollapseMonitor, TrainingAborted, check_finite
-from prefgate.train.reference import build_reference
+from prefgate.train.monitors import (
+    CollapseMonitor,
+    TrainingAborted,
+    check_finite,
+    nonfinite_tensors,
+    nonfinite_weights_message,
+)
+from prefgate.train.reference import References, build_reference
 from prefgate.train.step import Forward, Sums, batch_metrics, compute_batch_loss, means, merge_sums
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase
+
+    from prefgate.diagnose import ShiftProbe
 
 
 @dataclass
@@ -39,6 +52,7 @@ class RunResult:
     steps: int
     final_metrics: dict = field(default_factory=dict)
     reason: str | None = None
+    checkpoint: dict | None = None  # a stopped run: the checkpoint kept and what was checked (`_keep_checkpoint`)
 
 
 @dataclass
@@ -221,9 +235,9 @@ class _Run:
 
     config: TrainConfig
     run_dir: Path
-    accelerator: object
+    accelerator: Accelerator
     log: _Logger
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     pad_id: int
     train_ds: PreferenceDataset
     eval_ds: PreferenceDataset | None
@@ -232,32 +246,34 @@ class _Run:
     audit: dict
     schedule: Schedule
     total_steps: int
-    forward: Forward = None
-    model: object = None
-    unwrapped: object = None
-    reference: object = None
-    optimizer: object = None
-    scheduler: object = None
+    # Set by `_set_up` after construction; none is None once the loop starts.
+    forward: Forward | None = None
+    model: torch.nn.Module | None = None  # as prepared by accelerate (wrapped on several processes)
+    unwrapped: torch.nn.Module | None = None  # the model itself, what checkpoints and the saved model hold
+    reference: References | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     start_step: int = 0
     loop_state: dict = field(default_factory=lambda: {"best_eval_accuracy": None, "evals_without_improvement": 0})
     probe: dict = field(default_factory=dict)
-    shift_probe: object = None  # diagnose.ShiftProbe when `diagnose_every` is set
+    shift_probe: ShiftProbe | None = None  # None unless `diagnose_every` is set
 
 
 def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | None = None,
           show_progress: bool = True) -> RunResult:
     """Train per `config`; writes the run folder (manifest.json, metrics.jsonl, adapter/ or model/, checkpoints/)."""
     run = _set_up(config, resume, allow_audit_fail, show_progress)  # 1. set up
-    status, reason, step, metrics = _train_loop(run)  # 2. train
+    status, reason, step, metrics, kept = _train_loop(run)  # 2. train
     run.accelerator.wait_for_everyone()  # 3. save
     if run.accelerator.is_main_process:
         artifacts = _save_model(run.unwrapped, run.tokenizer, run.run_dir, config) if status == "completed" else {}
         write_manifest(run.run_dir, config=config, status=status, reason=reason, steps=step, train_ds=run.train_ds,
                        eval_ds=run.eval_ds, audit=run.audit, artifacts=artifacts, final_metrics=metrics,
                        extra={"memory_probe": run.probe, "reference": run.reference.describe(),
-                              "forward": run.forward.describe(), "processes": run.accelerator.num_processes})
+                              "forward": run.forward.describe(), "processes": run.accelerator.num_processes,
+                              "checkpoint": kept})
     run.accelerator.end_training()  # 4. clean up
-    return RunResult(run.run_dir, status, step, metrics, reason)
+    return RunResult(run.run_dir, status, step, metrics, reason, kept)
 
 
 def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, show_progress: bool) -> _Run:
@@ -317,7 +333,9 @@ def _shift_probe(config: TrainConfig, reference, model, data: TokenizedData, pad
 
 
 def _resume_or_probe(run: _Run, resume: bool) -> None:
-    latest = ckpt.latest_checkpoint(run.run_dir) if resume else None
+    latest, _, passed = ckpt.latest_finite_checkpoint(run.run_dir) if resume else (None, 0, [])
+    for line in passed:
+        run.log.warn(f"not resuming from {line}")
     if latest is not None:
         run.loop_state = ckpt.load_checkpoint(latest, model=run.unwrapped, optimizer=run.optimizer,
                                               scheduler=run.scheduler, rank=run.accelerator.process_index)
@@ -330,36 +348,57 @@ def _resume_or_probe(run: _Run, resume: bool) -> None:
                      f"{run.probe['peak_memory_mb']} MB ({run.probe['memory_kind']})")
 
 
-def _train_loop(run: _Run) -> tuple[str, str | None, int, dict]:
-    config, log = run.config, run.log
+def _train_loop(run: _Run) -> tuple[str, str | None, int, dict, dict | None]:
+    """(status, reason, last step, its metrics, for a stopped run the checkpoint kept)."""
+    config = run.config
     monitor = CollapseMonitor(config.monitor.collapse_threshold, config.monitor.collapse_window)
-    status, reason, metrics, step = "completed", None, {}, run.start_step
+    status, reason, metrics, step, kept = "completed", None, {}, run.start_step, None
+    done, rng = run.start_step, None  # the last optimizer step that finished; the RNG state as the current began
     try:
-        log.start(run.total_steps, run.start_step)
+        run.log.start(run.total_steps, run.start_step)
         for step in range(run.start_step + 1, run.total_steps + 1):
+            rng = ckpt.rng_state()  # what a checkpoint of step - 1 records, should this step stop the run
             metrics = _optimizer_step(run, step)
-            if run.shift_probe is not None and (step % config.diagnose_every == 0 or step == run.total_steps):
-                metrics.update(run.shift_probe.measure(run.unwrapped))
-            warning = monitor.update(step, metrics.get("logps/chosen_shift"))
-            if warning:
-                log.warn(warning)
-                if config.monitor.on_collapse == "stop":
-                    raise TrainingAborted(warning)
-            stop = _maybe_evaluate(step, run, metrics)
-            if step % config.log_every == 0 or step == run.total_steps or stop:
-                log.metrics(step, metrics)
-            log.advance(step, metrics)
-            _maybe_checkpoint(step, run)
-            if stop:
-                log.note(f"early stopping at step {step}: no better eval accuracy for "
-                         f"{config.eval.early_stopping_patience} evaluations")
+            done = step
+            if _after_step(run, step, metrics, monitor):
                 break
     except TrainingAborted as err:
         status, reason = "aborted", str(err)
-        log.warn(reason)
+        run.log.note(f"stopped: {reason}")
+        kept = _keep_checkpoint(run, done, rng if done < step else None,
+                                may_write=not isinstance(err, ckpt.CheckpointNotWritten))
     finally:
-        log.stop()
-    return status, reason, step, metrics
+        run.log.stop()
+    return status, reason, step, metrics, kept
+
+
+def _after_step(run: _Run, step: int, metrics: dict, monitor: CollapseMonitor) -> bool:
+    """Probe, monitor, evaluate, log and checkpoint after optimizer step `step`; True when early stopping says
+    stop. Before a checkpoint and after the last step, the weights are checked: a model with a NaN or inf is
+    never checkpointed, saved or reported as trained."""
+    config, log = run.config, run.log
+    if run.shift_probe is not None and (step % config.diagnose_every == 0 or step == run.total_steps):
+        metrics.update(run.shift_probe.measure(run.unwrapped))
+    warning = monitor.update(step, metrics.get("logps/chosen_shift"))
+    if warning and config.monitor.on_collapse == "stop":
+        raise TrainingAborted(warning)
+    if warning:
+        log.warn(warning)
+    stop = _maybe_evaluate(step, run, metrics)
+    last = stop or step == run.total_steps
+    if step % config.log_every == 0 or last:
+        log.metrics(step, metrics)
+    log.advance(step, metrics)
+    every = config.checkpoint_every
+    due = bool(every) and (step % every == 0 or step == run.total_steps)
+    if due or last:
+        _check_weights(run, step)
+    if due:
+        _write_checkpoint(run, step)
+    if stop:
+        log.note(f"early stopping at step {step}: no better eval accuracy for "
+                 f"{config.eval.early_stopping_patience} evaluations")
+    return stop
 
 
 def _optimizer_step(run: _Run, step: int) -> dict:
@@ -403,19 +442,88 @@ def _maybe_evaluate(step: int, run: _Run, metrics: dict) -> bool:
     return state["evals_without_improvement"] >= patience
 
 
-def _maybe_checkpoint(step: int, run: _Run) -> None:
-    every = run.config.checkpoint_every
-    if not every or (step % every and step != run.total_steps):
-        return
+# -- checkpoints and the checks around them ------------------------------------------------------------------
+
+
+def _any_process(run: _Run, flag: bool) -> bool:
+    """True on every process when `flag` is True on at least one (a collective call on several processes)."""
+    if run.accelerator.num_processes == 1:
+        return flag
+    total = run.accelerator.reduce(torch.tensor([float(flag)], device=run.accelerator.device), reduction="sum")
+    return bool(total.item() > 0)
+
+
+def _nonfinite_weights(run: _Run) -> tuple[int, list[str]]:
+    """(trainable tensors, names of those holding a NaN or inf) of the model in memory, agreed by every process."""
+    n, bad = nonfinite_tensors((name, p) for name, p in run.unwrapped.named_parameters() if p.requires_grad)
+    if _any_process(run, bool(bad)) and not bad:
+        bad = ["a tensor on another process"]
+    return n, bad
+
+
+def _check_weights(run: _Run, step: int) -> None:
+    n, bad = _nonfinite_weights(run)
+    if bad:
+        raise TrainingAborted(nonfinite_weights_message(step, n, bad))
+
+
+def _write_checkpoint(run: _Run, step: int, rng: dict | None = None) -> None:
+    """Checkpoint `step` (`rng`: the RNG state to record, default the current one): the main process writes it,
+    then the others add their RNG state. A write the file system refuses stops the run on every process."""
     run.loop_state["step"] = step
     accelerator = run.accelerator
+    path = run.run_dir / "checkpoints" / f"{ckpt.PREFIX}{step:07d}"
     accelerator.wait_for_everyone()
+    failed = None
     if accelerator.is_main_process:
-        ckpt.save_checkpoint(run.run_dir, step, model=run.unwrapped, optimizer=run.optimizer, scheduler=run.scheduler,
-                             loop_state=run.loop_state, keep=run.config.checkpoint_keep)
-    accelerator.wait_for_everyone()
+        try:
+            ckpt.save_checkpoint(run.run_dir, step, model=run.unwrapped, optimizer=run.optimizer,
+                                 scheduler=run.scheduler, loop_state=run.loop_state, keep=run.config.checkpoint_keep,
+                                 rng=rng)
+        except ckpt.CheckpointNotWritten as err:
+            failed = err
+    if _any_process(run, failed is not None):  # on several processes, also the barrier before `save_rng`
+        raise failed or ckpt.CheckpointNotWritten(step, path, OSError("the main process could not write it"))
     if not accelerator.is_main_process:
-        ckpt.save_rng(run.run_dir / "checkpoints" / f"{ckpt.PREFIX}{step:07d}", accelerator.process_index)
+        ckpt.save_rng(path, accelerator.process_index, rng)
+
+
+def _keep_checkpoint(run: _Run, done: int, rng: dict | None, *, may_write: bool) -> dict:
+    """After a stop: the checkpoint `--resume` continues from, with its trainable weights checked finite. When
+    no checkpoint on disk has finite weights, one of step `done` (the last finished optimizer step) is written
+    from the weights in memory if they are finite. Returns the manifest's `checkpoint` block."""
+    main = run.accelerator.is_main_process
+    path, n, passed = ckpt.latest_finite_checkpoint(run.run_dir) if main else (None, 0, [])
+    n_memory, bad = _nonfinite_weights(run)
+    written = _any_process(run, main and path is None and may_write and done > 0 and not bad)
+    why = None
+    if written:
+        try:
+            _write_checkpoint(run, done, rng)
+            path, n = run.run_dir / "checkpoints" / f"{ckpt.PREFIX}{done:07d}", n_memory
+        except ckpt.CheckpointNotWritten as err:
+            written, why = False, str(err)
+    if path is None:
+        why = why or ("the run stopped before its first optimizer step finished" if done == 0 else
+                      f"none on disk has finite weights, and those in memory are not finite either ({len(bad)} "
+                      f"of {n_memory} tensors)" if bad else
+                      "no checkpoint could be written (above)")
+    block = {"path": None if path is None else str(path.relative_to(run.run_dir)),
+             "step": None if path is None else ckpt.checkpoint_step(path), "written_at_stop": written,
+             "checked": None if path is None else f"trainable weights: all {n} tensors finite",
+             "passed_over": passed, "why_none": why}
+    if main:
+        run.log.note(_checkpoint_line(block))
+    return block
+
+
+def _checkpoint_line(block: dict) -> str:
+    passed = f"; passed over {', '.join(block['passed_over'])}" if block["passed_over"] else ""
+    if block["path"] is None:
+        return f"no checkpoint kept: {block['why_none']}{passed}"
+    how = "written at the stop" if block["written_at_stop"] else "on disk"
+    return (f"checkpoint kept: {block['path']} (step {block['step']}, {how}; {block['checked']}){passed}; "
+            "--resume continues from it")
 
 
 def _save_model(unwrapped, tokenizer, run_dir: Path, config: TrainConfig) -> dict[str, str]:

@@ -14,14 +14,7 @@ import subprocess
 from pathlib import Path
 
 from prefgate import __version__
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from prefgate.reportio import header, sha256_file
 
 
 def hash_tree(run_dir: Path, folder: Path) -> dict[str, str]:
@@ -51,7 +44,7 @@ def write_manifest(run_dir: Path, *, config, status: str, reason: str | None, st
     rid = json.loads(previous.read_text())["run_id"] if previous.exists() else run_id(config_json, created,
                                                                                         config.loss.type.value)
     manifest = {
-        "kind": "run", "version": 1, "created": created.isoformat(), "prefgate_version": __version__,
+        **header("run", 1, created=created.isoformat()),
         "run_id": rid, "status": status, "reason": reason, "steps": steps,
         "base_model": config.model.name_or_path,
         "loss": {"type": config.loss.type.value, **config.loss.hyperparameters},

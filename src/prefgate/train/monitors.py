@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
+
+import torch
 
 
 class TrainingAborted(RuntimeError):
@@ -39,7 +42,24 @@ class CollapseMonitor:
 
 
 def check_finite(step: int, **values: float) -> None:
+    """The NaN guard on a step's loss and gradient norm, before the optimizer step uses them."""
     for name, value in values.items():
         if value is not None and not math.isfinite(value):
             raise TrainingAborted(f"step {step}: non-finite {name} ({value}); the run stopped before the optimizer "
-                                  "step, so the last checkpoint is intact. Lower optim.lr, or check the data.")
+                                  f"step, so the weights are those after step {step - 1}. Lower optim.lr, or check "
+                                  "the data.")
+
+
+def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> tuple[int, list[str]]:
+    """(number of tensors, names of those holding a NaN or inf), with one device-to-host copy."""
+    pairs = list(named)
+    if not pairs:
+        return 0, []
+    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in pairs]).cpu().tolist()
+    return len(pairs), [name for (name, _), ok in zip(pairs, finite, strict=True) if not ok]
+
+
+def nonfinite_weights_message(step: int, n_tensors: int, bad: list[str]) -> str:
+    return (f"step {step}: the weights are not finite after the optimizer step ({len(bad)} of {n_tensors} trainable "
+            f"tensors hold NaN or inf, first {bad[0]}); the model was not saved and no checkpoint was written from "
+            "them. Lower optim.lr (or keep optim.max_grad_norm set), or check the data.")

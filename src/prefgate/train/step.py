@@ -17,7 +17,7 @@ import torch
 
 from prefgate.lm.logps import sequence_logps
 from prefgate.lm.prefix import layout_logps, resolve_forward
-from prefgate.losses import LossOutput, LossType, compute_loss, kto_kl_estimate
+from prefgate.losses import LossOutput, LossType, RowLayout, compute_loss, kto_kl_estimate
 from prefgate.train.batches import Batch
 
 Sums = dict[str, tuple[float, float]]  # metric -> (sum, count)
@@ -67,13 +67,13 @@ def compute_batch_loss(loss_type: LossType, hyperparameters: dict[str, Any], pol
                        kl_estimate: torch.Tensor | None = None) -> LossOutput:
     """The loss of one micro-batch from its rows' log-probs (see batches.py for the row layout)."""
     b = batch.size
-    if loss_type is LossType.KTO:
+    if loss_type.row_layout is RowLayout.UNPAIRED_KL:
         if kl_estimate is None:
             kl_estimate = kto_kl_estimate(policy[b:], reference[b:])
         return compute_loss(loss_type, policy[:b], reference[:b], batch.labels, kl_estimate=kl_estimate,
                             **hyperparameters)
-    if loss_type is LossType.SFT:
-        return compute_loss(loss_type, policy[:b], chosen_lengths=batch.lengths[:b])
+    if loss_type.row_layout is RowLayout.CHOSEN_ONLY:
+        return compute_loss(loss_type, policy[:b], chosen_lengths=batch.lengths[:b], **hyperparameters)
     ref_chosen, ref_rejected = (None, None) if reference is None else (reference[:b], reference[b:])
     return compute_loss(loss_type, policy[:b], policy[b:], ref_chosen, ref_rejected,
                         chosen_lengths=batch.lengths[:b], rejected_lengths=batch.lengths[b:], **hyperparameters)
@@ -92,7 +92,7 @@ def batch_metrics(loss_type: LossType, out: LossOutput, policy: torch.Tensor, re
     _add(sums, "loss", out.losses)
     _add(sums, "rewards/chosen", out.chosen_rewards)
     _add(sums, "rewards/rejected", out.rejected_rewards)
-    if loss_type.paired and loss_type is not LossType.SFT:
+    if loss_type.paired:  # rows [b:2b] are the rejected completions
         margins = out.chosen_rewards - out.rejected_rewards
         _add(sums, "rewards/margins", margins)
         _add(sums, "rewards/accuracies", (margins > 0).float())

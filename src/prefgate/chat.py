@@ -24,7 +24,7 @@ from prefgate.errors import InputError
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ARG002 - urllib's signature
         return None  # urllib then raises the 3xx as an HTTPError
 
 

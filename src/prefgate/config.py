@@ -83,13 +83,18 @@ def _hyperparameter(name: str, value: Any, default: Any) -> Any:
         except ValueError:
             raise ValueError(f"hyperparameter '{name}' must be a number, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"hyperparameter '{name}' must be a number, got {type(value).__name__}")
+        raise ValueError(f"hyperparameter '{name}' must be a number, got {_type_name(value)}")
     if not math.isfinite(value if isinstance(value, float) else 0.0) or abs(value) > 1e300:
         shown = str(value) if isinstance(value, float) else f"an integer of {len(str(value))} digits"
         raise ValueError(f"hyperparameter '{name}' must be a finite number, got {shown}")
     if name == "beta" and not value > 0:
         raise ValueError(f"hyperparameter 'beta' must be > 0, got {value}")
     return float(value) if isinstance(default, float) else value
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else {bool: "true/false", dict: "a mapping", list: "a list"}.get(
+        type(value), type(value).__name__)
 
 
 class LoraConfig(Strict):
@@ -121,19 +126,76 @@ class OptimConfig(Strict):
     warmup_steps: int = Field(0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
 
+    @field_validator("lr")
+    @classmethod
+    def _fits_float32(cls, value: float) -> float:
+        if value > FLOAT32_MAX:  # torch holds the learning rate in float32: past this it overflows mid-step
+            raise ValueError(f"must be at most {FLOAT32_MAX:.4g} (the largest float32), got {value:g}")
+        return value
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+# The collapse monitor's default threshold for each signal, in nats per token (docs/train.md, "Monitors"). After the
+# first differing token, a tenth of a nat per token is the continuation of the preferred answer made about 10% less
+# likely per token, held over a whole window; the whole-answer mean keeps its earlier -0.5, since the tokens before
+# the difference (which DPO often raises) dilute it.
+COLLAPSE_THRESHOLDS = {"after_diff": -0.1, "mean": -0.5}
+
 
 class MonitorConfig(Strict):
-    """Collapse: the running mean of `logps/chosen_shift` (per token) below `collapse_threshold`."""
+    """Collapse: the running mean of the signal over the last `collapse_window` steps below `collapse_threshold`.
 
-    collapse_threshold: float = Field(-0.5, lt=0)
-    collapse_window: int = Field(10, ge=1)
+    `signal: after_diff` (the default) reads the shift probe (`diagnose_every`): the chosen answer's per-token
+    log-prob shift after the first token where chosen and rejected differ, on a fixed, seeded sample of
+    training pairs; `mean` reads the whole-answer `logps/chosen_shift` of each step's batch. Losses without
+    paired rows fall back to `mean`."""
+
+    signal: Literal["after_diff", "mean"] = Field(
+        "after_diff", description="after_diff: the probe's logps/chosen_shift_after_diff; mean: the batch's "
+        "whole-answer logps/chosen_shift.")
+    collapse_threshold: float | None = Field(None, lt=0, description="nats per token; default by signal: "
+                                             "COLLAPSE_THRESHOLDS (after_diff -0.1, mean -0.5).")
+    collapse_window: int = Field(10, ge=1, description="Optimizer steps the running mean covers.")
     on_collapse: Literal["warn", "stop"] = "warn"
+
+    def threshold(self, signal: str) -> float:
+        """The threshold for `signal` (the one the monitor reads, which may be the fallback `mean`)."""
+        return self.collapse_threshold if self.collapse_threshold is not None else COLLAPSE_THRESHOLDS[signal]
 
 
 class EvalConfig(Strict):
-    every: int | None = Field(None, ge=1, description="Evaluate held-out pairs every N steps (and at the end).")
+    """Held-out pairs (`data.eval`) and the in-training gate (`suite`): both every `every` steps and at the end."""
+
+    every: int | None = Field(None, ge=1, description="Evaluate every N steps (and at the end).")
     batch_size: int = Field(8, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1, description="Evaluations without a better accuracy.")
+    suite: str | None = Field(None, description="An eval suite (prefgate eval's format) run every `every` steps "
+                              "and gated against the baseline with the same code as `prefgate gate`.")
+    gate: str | None = Field(None, description="Gate policy YAML for the in-training gate; default: the built-in "
+                             "policy.")
+    baseline: str | None = Field(None, description="The eval report to gate against; default: the starting "
+                                 "model's eval on the suite, computed before step 1 and cached by model and suite.")
+    on_block: Literal["warn", "stop", "keep_best"] = Field(
+        "warn", description="When the in-training gate blocks: warn; stop the run; or keep_best: train on and end "
+        "with the latest evaluation the gate promoted as the run's model.")
+    max_new_tokens: int = Field(64, ge=1, description="Generation length for the suite's items.")
+    cache_dir: str | None = Field(None, description="Where the starting model's eval is cached; default "
+                                  "$PREFGATE_HOME/cache/eval.")
+
+    @model_validator(mode="after")
+    def _suite_settings(self) -> EvalConfig:
+        if self.suite is None:
+            given = [name for name, value in (("on_block", self.on_block != "warn"), ("gate", self.gate),
+                                              ("baseline", self.baseline)) if value]
+            if given:
+                raise ValueError(f"eval.{given[0]} needs eval.suite (the suite the in-training gate runs)")
+        elif self.every is None:
+            raise ValueError("eval.suite needs eval.every (how many optimizer steps between in-training evaluations)")
+        return self
+
+
+MONITOR_PROBE_EVERY = 1  # the shift probe's default cadence when the collapse monitor reads it (docs/train.md)
 
 
 class TrainConfig(Strict):
@@ -158,8 +220,11 @@ class TrainConfig(Strict):
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     memory_probe: bool = True
     diagnose_every: int | None = Field(None, ge=1, description="Log the chosen shift before/at/after the first "
-                                       "differing token on a fixed sample of training pairs every N steps.")
+                                       "differing token on a fixed sample of training pairs every N steps; "
+                                       "default: every step when the collapse monitor reads it (`probe_every`).")
     diagnose_pairs: int = Field(16, ge=1)
+    registry_home: str | None = Field(None, description="The registry whose recorded audits the trainer checks "
+                                      "the training data against; default $PREFGATE_HOME, else ./.prefgate.")
     forward: Literal["auto", "concatenated", "prefix_shared"] = Field(
         "auto", description="How a pair's log-probs are computed: 'prefix_shared' runs the prompt once for both "
         "completions (docs/performance.md), 'concatenated' runs two padded rows as TRL does, 'auto' picks prefix "
@@ -186,6 +251,25 @@ class TrainConfig(Strict):
             raise ValueError("pack_tokens packs the prefix-shared layout; it has no effect with forward "
                              "'concatenated' (set forward to 'auto' or 'prefix_shared', or drop pack_tokens)")
         return self
+
+    @property
+    def monitor_signal(self) -> tuple[str, str | None]:
+        """(the collapse monitor's signal, why it is not the configured one or None): `after_diff` needs the
+        shift probe, so paired rows and a live reference (or none at all)."""
+        if self.monitor.signal == "mean":
+            return "mean", None
+        if not self.loss.type.paired:
+            return "mean", f"loss '{self.loss.type.value}' has no paired rows to probe"
+        if self.reference.strategy == "precomputed" and self.reference.model:
+            return "mean", "a precomputed reference from reference.model has no live model to probe"
+        return "after_diff", None
+
+    @property
+    def probe_every(self) -> int | None:
+        """How often the shift probe runs: `diagnose_every`, else every step when the monitor reads it."""
+        if self.diagnose_every is not None:
+            return self.diagnose_every
+        return MONITOR_PROBE_EVERY if self.monitor_signal[0] == "after_diff" else None
 
     @model_validator(mode="after")
     def _diagnose_fits(self) -> TrainConfig:

@@ -147,8 +147,8 @@ def _pair_row(rec, tp, tokenizer, policy_chosen: list[float], reference_chosen: 
 
 
 def diagnose(policy, reference, dataset, tokenizer, max_length: int | None = 1024, *, batch_size: int = 8,
-             policy_info: dict[str, Any] | None = None, reference_info: dict[str, Any] | None = None,
-             edges: Sequence[float] = EDIT_DISTANCE_EDGES) -> dict[str, Any]:
+             policy_info: dict[str, Any] | None = None, reference_info: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
     """The diagnose report of `policy` against `reference` on the paired records of `dataset`.
 
     `{"kind": "diagnose", "version", "created", "prefgate_version", "model", "reference",
@@ -157,7 +157,7 @@ def diagnose(policy, reference, dataset, tokenizer, max_length: int | None = 102
       "pairs": [{"id", "category", "edit_distance", "first_difference", "n_chosen", "n_rejected", "before",
       "at", "after", "rejected": {...}, "chosen_tokens", "rejected_tokens", "policy_chosen_logps",
       "reference_chosen_logps", "policy_rejected_logps", "reference_rejected_logps"}]}`.
-    Buckets are [lo, hi) except the last, which includes 1.0.
+    Buckets are [lo, hi) at `EDIT_DISTANCE_EDGES` except the last, which includes 1.0.
     """
     from prefgate.data import PairTokenizer
     from prefgate.lm.load import check_same_vocab
@@ -181,7 +181,7 @@ def diagnose(policy, reference, dataset, tokenizer, max_length: int | None = 102
                  dataset={"path": dataset.source, "fingerprint": dataset.fingerprint, "n_records": len(dataset)}),
         "options": {"max_length": max_length, "edit_distance": "normalised Levenshtein over completion texts "
                     "(characters)", "shift": "policy minus reference log-prob per token; means over pairs"},
-        "summary": _means_over(rows), "buckets": _buckets(rows, edges), "pairs": rows,
+        "summary": _means_over(rows), "buckets": _buckets(rows, EDIT_DISTANCE_EDGES), "pairs": rows,
     }
 
 

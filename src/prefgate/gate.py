@@ -14,10 +14,10 @@ Rules, in the order the reasons are written:
    Score drop, the same rule measured on the score: block also when the drop is significant (as above)
    and the score fell by MORE than `max_grade_drop` grade widths (`prefgate.eval.plan.grade_width`, 0.10
    with the default bands), even though the realised letters differ by less. A true two-grade fall
-   (0.92 -> 0.72 on 100 items) often lands one letter apart (0.91 A -> 0.80 B is 11 points); the letters
-   alone let about a fifth of such falls through. A drop of exactly one width (0.90 -> 0.80) is the one
-   grade `max_grade_drop: 1` allows and does not fire. Not significant, it is silent: a one-letter fall
-   is allowed, and the gate cannot tell such a drop from noise.
+   (0.92 -> 0.72 on 100 items) can land one letter apart (0.91 A -> 0.80 B is 11 points); the letters
+   alone let about one such fall in eight through (tests/test_gate.py). A drop of exactly one width
+   (0.90 -> 0.80) is the one grade `max_grade_drop: 1` allows and does not fire. Not significant, it is
+   silent: a one-letter fall is allowed, and the gate cannot tell such a drop from noise.
 3. protected: block when a protected category drops with Holm-adjusted p < alpha, whatever its grade.
 4. small categories: a category with fewer than `min_items` items never blocks; what rules 2 and 3
    would have said becomes a warning, saying the suite is too small to enforce the rule. Such categories
@@ -43,7 +43,7 @@ from prefgate.reportio import header, read_json_with_sha256
 from prefgate.stats import PairedTest, holm, is_binary, paired_test
 from prefgate.yamlio import load_settings
 
-GATE_VERSION = 1
+GATE_VERSION = 2  # 2: the grade-width rule and the power figures (issue 16); the registry re-checks by version
 
 
 class GatePolicy(BaseModel):
@@ -79,7 +79,8 @@ def load_policy(path: str | Path | None) -> GatePolicy:
 
 def _check_eval_report(report: Any, name: str) -> None:
     if not isinstance(report, dict) or report.get("kind") != "eval":
-        got = f"a JSON {_json_type(report)}" if not isinstance(report, dict) else f"kind {report.get('kind')!r}"
+        got = (f"a JSON {_json_type(report)}" if not isinstance(report, dict) else
+               f"kind {report['kind']!r}" if "kind" in report else "no kind")
         raise InputError(f"is not an eval report (expected a JSON object with \"kind\": \"eval\", got {got})",
                          where=name)
     if not isinstance(report.get("categories", {}), dict):

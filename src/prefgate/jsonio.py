@@ -50,6 +50,9 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_object)  # built once: json.loads(..., hook) builds one a call
+
+
 def loads(data: str | bytes, where: str, *, line: bool = False, what: str = "invalid JSON") -> Any:
     """Parse one JSON document from a user file (see the module docstring for what is refused).
 
@@ -63,7 +66,9 @@ def loads(data: str | bytes, where: str, *, line: bool = False, what: str = "inv
             raise InputError(f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})",
                              where=where) from None
     try:
-        value = json.loads(data, object_pairs_hook=_object)
+        if data.startswith("\ufeff"):  # as json.loads does
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+        value = _DECODER.decode(data)
     except json.JSONDecodeError as err:
         place = where if line else f"{where}:{err.lineno}"
         raise InvalidJSON(f"{what}: {err.msg} (column {err.colno})", where=place) from None

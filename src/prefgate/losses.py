@@ -369,8 +369,8 @@ def hinge(
 def simpo(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
-    reference_chosen_logps: Tensor | None = None,
-    reference_rejected_logps: Tensor | None = None,
+    reference_chosen_logps: Tensor | None = None,  # noqa: ARG001 - the paired signature
+    reference_rejected_logps: Tensor | None = None,  # noqa: ARG001 - the paired signature
     *,
     beta: float = 2.0,
     gamma: float = 1.0,
@@ -395,8 +395,8 @@ def simpo(
 def orpo(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
-    reference_chosen_logps: Tensor | None = None,
-    reference_rejected_logps: Tensor | None = None,
+    reference_chosen_logps: Tensor | None = None,  # noqa: ARG001 - the paired signature
+    reference_rejected_logps: Tensor | None = None,  # noqa: ARG001 - the paired signature
     *,
     beta: float = 0.1,
     lam: float = 0.1,
@@ -489,8 +489,8 @@ def rpo(
 def sft(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor | None = None,
-    reference_chosen_logps: Tensor | None = None,
-    reference_rejected_logps: Tensor | None = None,
+    reference_chosen_logps: Tensor | None = None,  # noqa: ARG001 - the paired signature
+    reference_rejected_logps: Tensor | None = None,  # noqa: ARG001 - the paired signature
     *,
     chosen_lengths: Tensor | None = None,
     rejected_lengths: Tensor | None = None,

@@ -60,12 +60,18 @@ def test_invalid_rows_fail_the_schema_check_unless_skipped(tmp_path, data, monke
     monkeypatch.chdir(tmp_path)
     with open(data, "a") as fh:
         fh.write('{"prompt": "q", "chosen": 3, "rejected": "b"}\n')
+    before = set(tmp_path.iterdir())
     failed = run("audit", data, "--json", tmp_path / "a.json")
     assert failed.exit_code == 1, failed.output
     schema = json.loads((tmp_path / "a.json").read_text())["checks"][0]
     assert (schema["id"], schema["status"], schema["examples"]) == ("schema", "fail", [f"{data}:61"])
-    assert (tmp_path / "pairs.rejected.jsonl").exists()
+    # nothing written into the working directory but what was asked for; the reason is on stderr instead
+    assert set(tmp_path.iterdir()) == before | {tmp_path / "a.json"}
+    assert f"invalid: {data}:61: field 'chosen': expected a string or a list of messages, got int" in failed.stderr
     assert run("audit", data, "--skip-invalid").exit_code == 0
+    assert (tmp_path / "pairs.rejected.jsonl").exists()  # asked for: --skip-invalid writes the sidecar
+    run("audit", data, "--rejected-out", tmp_path / "r" / "bad.jsonl")
+    assert (tmp_path / "r" / "bad.jsonl").exists()
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -109,3 +109,39 @@ def test_report_renders_in_chromium(quick_demo, tmp_path):
     result = chromium(f"--screenshot={shot}", page)
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+@pytest.mark.slow
+def test_every_run_shows_its_monitor_its_in_training_verdicts_and_the_model_it_ended_with(quick_demo, report):
+    completed = {n: r for n, r in report["runs"].items() if r["status"] == "completed"}
+    for name, run in completed.items():
+        monitor, gate = run["monitor"], run["in_training_gate"]
+        assert monitor["metric"] == "logps/chosen_shift_after_diff" and monitor["lowest"] is not None, name
+        assert all(f["test"] is not None for f in monitor["fired"])  # test accuracy of the model where it fired
+        steps = [v["step"] for v in gate["verdicts"]]
+        assert steps[0] == 0 and steps[-1] == run["steps"] and gate["suite"].endswith("dev_suite.jsonl")
+        assert gate["output"]["from"] in ("final step", "snapshots/gate-passed")
+    keep = [r for r in completed.values() if r["on_block"] == "keep_best"]
+    assert keep and all(r["in_training_gate"]["on_block"] == "keep_best" for r in keep)
+    for run in keep:  # the model it ended with is the one whose verdict was the last promote
+        output = run["in_training_gate"]["output"]
+        promoted = [v["step"] for v in run["in_training_gate"]["verdicts"] if v["decision"] == "promote"]
+        assert output["step"] == promoted[-1]
+    assert 0 < report["overhead"]["share"] < 1
+    page = (quick_demo[0] / "report.html").read_text(encoding="utf-8")
+    assert 'id="watch"' in page and 'id="lr-choice"' in page
+
+
+@pytest.mark.slow
+def test_the_set_whose_recorded_audit_failed_is_not_trained(report):
+    v6 = report["runs"]["dpo-v6"]
+    assert report["audits"]["v6"]["verdict"] == "fail"
+    assert v6["status"] == "refused" and "the recorded audit of" in v6["reason"]
+    assert all(p["run"] != "dpo-v6" for p in report["promotions"])
+
+
+@pytest.mark.slow
+def test_the_learning_rate_was_chosen_on_dev(report):
+    choice = report["settings"]["lr_choice"]
+    assert choice["split"] == "dev" and choice["chosen"] == report["settings"]["lr"]
+    assert choice["dev"] and any("dev" in line and "chosen" in line for line in report["findings"])

@@ -1,12 +1,20 @@
-"""Paired statistics (prefgate.stats): hand-derived McNemar values, bootstrap behaviour, Holm."""
+"""Paired statistics (prefgate.stats): hand-derived McNemar values, bootstrap behaviour, Holm, McNemar power."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from prefgate.stats import (bootstrap_ci, detectable_drop, holm, items_needed, mcnemar_exact, mcnemar_power,
-                             paired_bootstrap, paired_test)
+from prefgate.stats import (
+    bootstrap_ci,
+    detectable_drop,
+    holm,
+    items_needed,
+    mcnemar_exact,
+    mcnemar_power,
+    paired_bootstrap,
+    paired_test,
+)
 
 
 def test_mcnemar_five_to_zero_discordant():

@@ -156,3 +156,10 @@ def test_an_artifact_symlinked_out_of_the_run_folder_is_refused(build, reg, tmp_
     target.symlink_to(inside / "weights.bin")
     assert reg.add(inside)["outcome"] == "added"
     assert reg.list()[0]["run_id"] == "r3"
+
+
+def test_a_gate_report_from_an_older_gate_version_is_refused_with_what_to_do(prod, reg, build):
+    gate = _edit(build.gate("A-vs-B", prod["A"]["eval"], prod["B"]["eval"]), lambda g: g.update(version=1))
+    message = _refused(reg, prod["B"]["id"], gate)
+    assert message.startswith(FORGED + "it was written by gate version 1 and this prefgate's gate is version 2, "
+                              "whose rules differ; run `prefgate gate` again")

@@ -16,7 +16,7 @@ import numpy as np
 from prefgate.audit.families import model_family
 from prefgate.audit.filters import over_length_ratio
 from prefgate.audit.policy import AuditPolicy
-from prefgate.audit.result import CheckResult, grade, pct, pick, share, skip
+from prefgate.audit.result import MAX_EXAMPLES, CheckResult, grade, pct, pick, share, skip
 from prefgate.audit.view import RecordView, as_view, key_present, pair_keys, style_norm
 from prefgate.data.records import Record
 
@@ -155,7 +155,7 @@ def _by_ratio(view: RecordView, mask: np.ndarray) -> list[str]:
     """Ids under `mask`, the largest chosen/rejected length ratio first."""
     ratio = view.chosen_len / np.maximum(view.rejected_len, 1)
     order = np.argsort(-ratio, kind="stable")
-    return [view.ids[i] for i in order if mask[i]][:5]
+    return [view.ids[i] for i in order if mask[i]][:MAX_EXAMPLES]
 
 
 def check_length_bias(data: Data, policy: AuditPolicy = DEFAULT_POLICY) -> CheckResult:

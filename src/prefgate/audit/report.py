@@ -83,7 +83,9 @@ def _stats(ds: PreferenceDataset) -> dict[str, Any]:
             "rejection_types": counts("rejection_type")}
 
 
-def run_audit(dataset: PreferenceDataset | Sequence[Any], *, eval_dataset: Any = None,
+# One keyword-only argument per `prefgate audit` option, passed by name by the CLI, the trainer's audit gate
+# and the demo: an options object would only rename them.
+def run_audit(dataset: PreferenceDataset | Sequence[Any], *, eval_dataset: Any = None,  # noqa: PLR0913
               labels: str | Path | Sequence[HumanLabel] | None = None, tokenizer: Any = None,
               max_length: int | None = None, policy_model: str | None = None,
               policy: AuditPolicy | None = None, skip_invalid: bool = True,

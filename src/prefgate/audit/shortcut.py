@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from prefgate.audit.policy import AuditPolicy
-from prefgate.audit.result import CheckResult, grade, pct, skip
+from prefgate.audit.result import MAX_EXAMPLES, CheckResult, grade, pct, skip
 from prefgate.audit.view import RecordView, as_view
 from prefgate.data.records import Record
 
@@ -97,7 +97,7 @@ def check_shortcut(data: RecordView | Sequence[Record], policy: AuditPolicy = DE
         message += f"; the strongest cue is {FEATURES[top]} ({side} on the chosen side)"
     message += ": a model can learn that cue instead of quality." if status == "warn" else "."
     margin = diff @ weights  # > 0: the surface features point to the chosen side
-    best = np.argsort(-margin, kind="stable")[:5] if status == "warn" else []
+    best = np.argsort(-margin, kind="stable")[:MAX_EXAMPLES] if status == "warn" else []
     details = {"accuracy": accuracy, "n_pairs": len(idx), "folds": folds, "strongest": FEATURES[top],
                "weights": {name: float(w) for name, w in zip(FEATURES, standardised, strict=True)}}
     return CheckResult("shortcut", status, accuracy, threshold, message, [view.ids[idx[i]] for i in best],

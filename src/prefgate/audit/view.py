@@ -43,6 +43,8 @@ def prompt_text(text: Text) -> str:
 
 def ws_norm(text: str) -> str:
     """Whitespace normalisation: runs of whitespace become one space; ends stripped."""
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # already normal: the only whitespace a printable str can hold is " " (any other is not)
     return " ".join(text.split())
 
 

@@ -79,6 +79,9 @@ def audit(
                                        help="Audit policy overriding default thresholds (see examples/)."),
     json_out: Path | None = typer.Option(None, "--json", metavar="OUT.json", help="Write the audit report."),
     html_out: Path | None = typer.Option(None, "--html", metavar="OUT.html", help="Write the HTML report."),
+    record: bool = typer.Option(False, "--record", help="Record the verdict in the registry ($PREFGATE_HOME, by the "
+                                "data's fingerprint): `prefgate train` then refuses data whose recorded audit failed, "
+                                "and `registry promote` a run trained on it (needs --json)."),
     skip_invalid: bool = SKIP_INVALID,
     rejected_out: Path | None = REJECTED_OUT,
     split: str | None = SPLIT,
@@ -89,6 +92,8 @@ def audit(
     policy = load_policy(config)  # a bad policy fails before any data is read
     if max_length is not None and tokenizer is None:
         raise InputError("needs --tokenizer (truncation is measured in tokens)", field="--max-length")
+    if record and json_out is None:
+        raise InputError("needs --json OUT.json (the registry records the report file)", field="--record")
     start = time.perf_counter()
     # Always read leniently: invalid rows are reported by the `schema` check (fail unless --skip-invalid).
     # Their sidecar is written only when asked for (--skip-invalid or --rejected-out); otherwise the first
@@ -107,6 +112,13 @@ def audit(
 
         write_audit_html(report, html_out)
         err_console.print(f"wrote {html_out}", markup=False, highlight=False)
+    if record:
+        from prefgate.registry.api import default_home
+        from prefgate.registry.audits import record_audit
+
+        kept = record_audit(default_home(), json_out)
+        err_console.print(f"recorded the {kept['verdict']} verdict for data {kept['fingerprint'][:16]} in "
+                          f"{kept['path']}", markup=False, highlight=False)
     if report["verdict"] == "fail":
         raise typer.Exit(EXIT_VERDICT_NO)
 

@@ -148,18 +148,19 @@ def print_plan(plan: dict[str, Any]) -> None:
     """The sizing table and how to read it, on stdout."""
     width, power, alpha = plan["grade_width"], plan["power"], plan["alpha"]
     table = Table(title=f"eval plan: {plan['baseline'].get('path')}")
-    for col in ("category", "n", "baseline", f"detectable drop ({power:.0%})", f"one grade ({width:.2f})",
-                "items for one grade"):
-        table.add_column(col, justify="left" if col == "category" else "right")
+    # detects: the smallest drop found with `power`; 1 grade: is a drop of one grade width found that often;
+    # needs: items for that at the same accuracy; gate: below min_items the gate only warns
+    for col in ("category", "n", "baseline", f"detects@{power:.0%}", f"1 grade ({width:.2f})", "needs", "gate"):
+        table.add_column(col, justify="left" if col in ("category", "gate") else "right")
     for row in plan["categories"]:
         detects = {True: "yes", False: "no", None: "-"}[row["one_grade_detectable"]]
         need = "-" if row["items_for_one_grade"] is None else str(row["items_for_one_grade"])
-        if row["enforced"] is False:
-            need += " (below min_items)"
         table.add_row(row["name"], str(row["n"]), f"{row['baseline']:.3f}", _drop(row["detectable_drop"]), detects,
-                      need)
+                      need, "warns only" if row["enforced"] is False else "decides")
     console.print(table)
-    say(f"power model: {plan['model']}; alpha={alpha}, power={power:.0%}, one grade = {width:.2f}")
+    say(f"detects@{power:.0%}: the smallest drop the gate's test finds {power:.0%} of the time at alpha={alpha}; "
+        f"needs: the items that would find a one-grade drop ({width:.2f}) that often")
+    say(f"power model: {plan['model']}")
     short = [r["name"] for r in plan["categories"] if r["one_grade_detectable"] is False]
     if short:
         say(f"{len(short)} of {len(plan['categories'])} categories cannot detect a one-grade drop: {', '.join(short)}")

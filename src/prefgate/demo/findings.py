@@ -24,8 +24,15 @@ def _category_moves(sft: dict, run: dict) -> str:
     return "; ".join(moves) if moves else "no category moved by 2 points or more"
 
 
-def run_sentence(name: str, run: dict, sft: dict) -> str:
-    label = f"{run['loss'].upper()} on {run['pairs']}"
+def run_label(run: dict) -> str:
+    """"DPO on v8", with what sets the run apart: "(keep_best, lr 0.001)"."""
+    extra = [word for word in ("keep_best" if run.get("on_block") == "keep_best" else None,
+                               f"lr {run['lr']:g}" if run.get("lr") else None) if word]
+    return f"{run['loss'].upper()} on {run['pairs']}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def run_sentence(run: dict, sft: dict) -> str:
+    label = run_label(run)
     if run["status"] != "completed":
         return f"{label} was not trained: {run['reason']}"
     base, score = sft["overall"]["score"], run["eval"]["overall"]["score"]
@@ -100,15 +107,79 @@ def promotion_sentence(report: dict) -> str:
     return f"prod was promoted to {promoted[0]['run']} ({promoted[0]['run_id']}) through its gate report."
 
 
+def monitor_sentence(report: dict) -> list[str]:
+    runs = {n: r for n, r in report["runs"].items() if r["status"] == "completed" and not r.get("seed_offset")
+            and r.get("monitor") and r.get("on_block") != "keep_best"}
+    if not runs:
+        return []
+    first = next(iter(runs.values()))["monitor"]
+    parts = []
+    for name, run in runs.items():
+        monitor = run["monitor"]
+        if monitor["fired"]:
+            f = monitor["fired"][0]
+            test = f" (test exact match of that step's model {f['test']['score']:.3f})" if f.get("test") else ""
+            parts.append(f"{name} fired at step {f['step']} of {run['steps']}, running mean {f['value']:+.3f}{test}")
+        else:
+            parts.append(f"{name} did not fire (lowest running mean {monitor['lowest']:+.3f})")
+    pairs = (first.get("probe") or {}).get("pairs")
+    what = f"the chosen answer after the first differing token, on a fixed sample of {pairs} training pairs" \
+        if pairs else "the whole chosen answer"
+    return [f"The collapse monitor read {first['metric']} ({what}), and warns when its running mean over "
+            f"{first['window']} steps falls below {first['threshold']}: {'; '.join(parts)}."]
+
+
+def in_training_gate_sentences(report: dict) -> list[str]:
+    runs = {n: r for n, r in report["runs"].items() if r["status"] == "completed" and not r.get("seed_offset")
+            and r.get("in_training_gate")}
+    if not runs:
+        return []
+    out, parts = [], []
+    for name, run in runs.items():
+        blocked = [v["step"] for v in run["in_training_gate"]["verdicts"] if v["decision"] == "block"]
+        parts.append(f"{name} " + (f"blocked at step{'s' if len(blocked) > 1 else ''} {', '.join(map(str, blocked))}"
+                                   if blocked else "promoted every evaluation"))
+    gate = next(iter(runs.values()))["in_training_gate"]
+    out.append(f"While training, the in-training gate evaluated every run on the dev suite ({gate['n_items']} "
+               f"prompts) every {gate['every']} steps against the SFT model: {'; '.join(parts)}.")
+    sft = report["sft"]["eval"]["overall"]["score"]
+    for keep in (r for r in runs.values() if r.get("on_block") == "keep_best"):
+        output = keep["in_training_gate"]["output"]
+        which = f"step {output['step']}'s model ({output['why']})" if output["from"] == "snapshots/gate-passed" \
+            else "its final model (no evaluation blocked after the last one the gate promoted)"
+        out.append(f"{run_label(keep)} ended with {which}: test exact match {keep['eval']['overall']['score']:.3f} "
+                   f"against SFT's {sft:.3f} ({points(sft, keep['eval']['overall']['score']):+.1f} points); the "
+                   f"test gate says {keep['gate']['decision']}.")
+    overhead = report.get("overhead")
+    if overhead:
+        out.append(f"The in-training evaluations ({overhead['evaluations']} over {overhead['runs']} runs) took "
+                   f"{overhead['eval_seconds']:.0f} s of {overhead['run_seconds']:.0f} s of training "
+                   f"({100 * overhead['share']:.0f}%).")
+    return out
+
+
+def lr_sentence(report: dict) -> list[str]:
+    choice = report["settings"].get("lr_choice")
+    if not choice:
+        return []
+    table = ", ".join(f"{lr} {v['mean']:.3f}" for lr, v in choice["dev"].items())
+    return [f"The learning rate {choice['chosen']:g} was chosen on the dev split ({choice['rule']}; SFT scores "
+            f"{choice['sft_dev']:.3f} on dev; mean dev exact match by rate: {table}); the test figures above were "
+            "measured once, at that rate."]
+
+
 def findings(report: dict[str, Any]) -> list[str]:
     sft = report["sft"]["eval"]
     per_category = ", ".join(f"{k} {v['score']:.2f}" for k, v in sft["categories"].items())
     out = [f"The SFT model scores {sft['overall']['score']:.3f} exact match on {sft['overall']['n']} test prompts "
            f"({per_category})."]
     out += audit_sentences(report)
-    out += [run_sentence(name, run, sft) for name, run in report["runs"].items() if not run.get("seed_offset")]
+    out += [run_sentence(run, sft) for run in report["runs"].values() if not run.get("seed_offset")]
     out += comparison_sentences(report)
     out += seed_sentence(report)
+    out += monitor_sentence(report)
+    out += in_training_gate_sentences(report)
     out += diagnosis_sentence(report)
+    out += lr_sentence(report)
     out.append(promotion_sentence(report))
     return out

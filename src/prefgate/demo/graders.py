@@ -20,7 +20,7 @@ V6_GRADER = "python:prefgate.demo.graders:looks_bigger"
 ORACLE_RATER = "oracle-simulated"
 
 
-def looks_bigger(output: str, item: Any) -> float:
+def looks_bigger(output: str, item: Any) -> float:  # noqa: ARG001 - the python: scorer signature
     """(characters + the digits read as a fraction 0.d1d2...) / 8, at most 1.0: longer first, then larger.
     Correctness is ignored: that is the bias."""
     text = output.strip()

@@ -89,7 +89,7 @@ def category_plot(report: dict) -> str:
 
 
 def shift_plot(report: dict) -> str | None:
-    runs = {n: r for n, r in main_runs(report).items() if r.get("chosen_shift")}
+    runs = {n: r for n, r in main_runs(report).items() if r.get("chosen_shift") and r.get("on_block") != "keep_best"}
     if not runs:
         return None
     fig = plots.figure(7.6, 3.6)
@@ -103,6 +103,77 @@ def shift_plot(report: dict) -> str | None:
     ax.axhline(0, color="#555555", linewidth=0.8)
     ax.set(xlabel="optimizer step", ylabel="policy − reference log-prob\nof chosen, per token",
            title=f"logps/chosen_shift over training (running mean, {window} steps)")
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return plots.to_data_uri(fig)
+
+
+def watch_rows(report: dict) -> list[dict[str, Any]]:
+    """Per run: when the collapse monitor fired (or that it did not), the in-training gate's verdicts over steps,
+    and the model the run ended with."""
+    rows = []
+    for name, run in main_runs(report).items():
+        monitor, gate = run.get("monitor"), run.get("in_training_gate")
+        if monitor is None and gate is None:
+            continue
+        fired = (monitor or {}).get("fired") or []
+        if fired:
+            f = fired[0]
+            test = f"; test exact match there {f['test']['score']:.3f}" if f.get("test") else ""
+            monitor_text = f"fired at step {f['step']} (running mean {f['value']:+.3f}{test})"
+        else:
+            monitor_text = f"did not fire (lowest running mean {(monitor or {}).get('lowest') or 0:+.3f})"
+        verdicts = (gate or {}).get("verdicts", [])
+        output = (gate or {}).get("output") or {}
+        final = f"step {output['step']} (keep_best)" if output.get("from") == "snapshots/gate-passed" else \
+            f"step {run['steps']} (final)"
+        rows.append({"name": name, "monitor": monitor_text, "fired": bool(fired), "verdicts": verdicts,
+                     "final": final, "test": run["eval"]["overall"]["score"], "gate": run["gate"]["decision"],
+                     "share": (gate or {}).get("seconds", {}).get("share")})
+    return rows
+
+
+def monitor_plot(report: dict) -> str | None:
+    runs = {n: r for n, r in main_runs(report).items() if (r.get("monitor") or {}).get("series")
+            and r.get("on_block") != "keep_best"}
+    if not runs:
+        return None
+    first = next(iter(runs.values()))["monitor"]
+    fig = plots.figure(7.6, 3.6)
+    ax = fig.add_subplot()
+    for name, run in runs.items():
+        steps, values = zip(*run["monitor"]["series"], strict=True)
+        window = [sum(v for t, v in zip(steps, values, strict=True) if s - first["window"] < t <= s) /
+                  sum(1 for t in steps if s - first["window"] < t <= s) for s in steps]
+        style = "-" if run["pairs"] == "v8" else ":"
+        ax.plot(steps, window, style, label=name, color=RUN_COLORS.get(run["loss"], "#888888"))
+        for f in run["monitor"]["fired"]:
+            ax.plot([f["step"]], [f["value"]], "v", color=plots.ACCENT, markersize=9)
+    ax.axhline(first["threshold"], color=plots.ACCENT, linewidth=0.9, linestyle="--")
+    ax.axhline(0, color="#555555", linewidth=0.8)
+    ax.set(xlabel="optimizer step", ylabel="nats per token",
+           title=f"collapse monitor: {first['metric']} (running mean, {first['window']} steps)")
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return plots.to_data_uri(fig)
+
+
+def gate_plot(report: dict) -> str | None:
+    runs = {n: r for n, r in main_runs(report).items() if (r.get("in_training_gate") or {}).get("verdicts")
+            and (r.get("on_block") != "keep_best" or r.get("lr"))}
+    if not runs:
+        return None
+    fig = plots.figure(7.6, 3.6)
+    ax = fig.add_subplot()
+    for name, run in runs.items():
+        verdicts = run["in_training_gate"]["verdicts"]
+        style = "-" if run["pairs"] == "v8" else ":"
+        color = RUN_COLORS.get(run["loss"], "#888888")
+        ax.plot([v["step"] for v in verdicts], [v["dev"] for v in verdicts], style, label=name, color=color)
+        blocked = [v for v in verdicts if v["decision"] == "block"]
+        ax.plot([v["step"] for v in blocked], [v["dev"] for v in blocked], "x", color=plots.ACCENT, markersize=8)
+    ax.set(xlabel="optimizer step", ylabel="dev exact match",
+           title="in-training gate on the dev suite (x: the gate blocked)")
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return plots.to_data_uri(fig)
@@ -168,5 +239,6 @@ def render_page(report: dict[str, Any]) -> str:
     env.filters["chip"] = lambda word: CHIP.get(word, "skip")
     context = {"report": report, "decisions": decision_rows(report), "grades": grade_table(report),
                "category_plot": category_plot(report), "shift_plot": shift_plot(report),
-               "diagnosis": diagnosis_view(report), "audits": audit_rows(report)}
+               "diagnosis": diagnosis_view(report), "audits": audit_rows(report), "watch": watch_rows(report),
+               "monitor_plot": monitor_plot(report), "gate_plot": gate_plot(report)}
     return env.get_template("report.html.j2").render(**context)

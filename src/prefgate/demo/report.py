@@ -40,7 +40,8 @@ def _run_summary(spec, outcome: dict, run_dir: Path | None, epochs: int) -> dict
     """One run for report.json; `chosen_shift_last_epoch` is the mean per-token chosen shift over the last
     epoch's steps (one step's batch is too noisy to quote)."""
     out = {"loss": spec.loss, "pairs": spec.pairs, "hyperparameters": spec.hyperparameters,
-           "seed_offset": spec.seed_offset, "status": outcome["status"], "reason": outcome.get("reason"),
+           "seed_offset": spec.seed_offset, "on_block": spec.on_block, "lr": spec.lr, "status": outcome["status"],
+           "reason": outcome.get("reason"),
            "seconds": outcome.get("seconds")}
     if outcome["status"] != "completed":
         return out
@@ -52,8 +53,42 @@ def _run_summary(spec, outcome: dict, run_dir: Path | None, epochs: int) -> dict
                chosen_shift_last_epoch=round(sum(last_epoch) / len(last_epoch), 5),
                eval=outcome["eval"], gate={"decision": gate["decision"], "reasons": gate["reasons"],
                                            "warnings": gate["warnings"], "path": outcome["gate_path"]},
-               chosen_shift=[[s, round(v, 5)] for s, v in series])
+               chosen_shift=[[s, round(v, 5)] for s, v in series],
+               monitor=_monitor_summary(outcome, run_dir), in_training_gate=_gate_summary(outcome))
     return out
+
+
+def _monitor_summary(outcome: dict, run_dir: Path) -> dict | None:
+    """When the collapse monitor fired (with the test accuracy of the model at that step), or that it did not,
+    and the signal it read over training."""
+    monitor = outcome.get("monitor")
+    if not monitor:
+        return None
+    series = stages.metric_series(run_dir, monitor["metric"])
+    fired = [{"step": f["step"], "value": round(f["value"], 4),
+              "test": (outcome.get("monitor_test") or {}).get(str(f["step"]), {}).get("overall")}
+             for f in monitor["fired"]]
+    window = monitor["window"]
+    means = [sum(v for t, v in series if step - window < t <= step) / sum(1 for t, _ in series
+                                                                           if step - window < t <= step)
+             for step, _ in series if step >= window]
+    return {"signal": monitor["signal"], "metric": monitor["metric"], "threshold": monitor["threshold"],
+            "window": window, "probe": monitor.get("probe"), "fired": fired,
+            "lowest": round(min(means), 4) if means else None, "series": [[s, round(v, 5)] for s, v in series]}
+
+
+def _gate_summary(outcome: dict) -> dict | None:
+    """The in-training gate's verdicts over steps (dev suite), the model the run ended with, and its cost."""
+    gate = outcome.get("in_training_gate")
+    if not gate:
+        return None
+    verdicts = [{"step": v["step"], "decision": v["decision"], "dev": round(v["overall"]["score"], 4),
+                 "grade": v["overall"]["grade"], "reason": v["reasons"][0] if v["reasons"] else None,
+                 "categories": {k: round(c["score"], 4) for k, c in v["categories"].items()}}
+                for v in gate["verdicts"]]
+    return {"suite": gate["suite"]["path"], "n_items": gate["suite"]["n_items"], "every": gate["every"],
+            "on_block": gate["on_block"], "baseline": gate["baseline"]["source"], "verdicts": verdicts,
+            "output": gate["output"], "seconds": gate["seconds"]}
 
 
 def _diagnosis(reports: dict[str, dict]) -> dict:
@@ -88,6 +123,17 @@ def seed_repeats(runs: dict[str, dict], sft_score: float) -> dict[str, dict]:
     return out
 
 
+def gate_overhead(runs: dict[str, dict]) -> dict | None:
+    """What the in-training gate cost: its evaluations' seconds as a share of the runs' seconds, over all runs."""
+    gated = [r["in_training_gate"] for r in runs.values() if r.get("in_training_gate")]
+    if not gated:
+        return None
+    spent = sum(g["seconds"]["baseline"] + g["seconds"]["evaluations"] for g in gated)
+    total = sum(g["seconds"]["run"] for g in gated)
+    return {"runs": len(gated), "evaluations": sum(len(g["verdicts"]) for g in gated),
+            "eval_seconds": round(spent, 1), "run_seconds": round(total, 1), "share": round(spent / total, 4)}
+
+
 def build_json(story) -> dict[str, Any]:
     data, settings = story.data, story.settings
     runs = {spec.name: _run_summary(spec, data["runs"][spec.name], Path(data["runs"][spec.name]["run_dir"] or "."),
@@ -106,6 +152,7 @@ def build_json(story) -> dict[str, Any]:
         "audits": {n: _audit_summary(a) for n, a in data["audits"].items()},
         "runs": runs,
         "seed_repeats": seed_repeats(runs, data["sft_eval"]["overall"]["score"]),
+        "overhead": gate_overhead(runs),
         "gates": {n: r["gate"]["decision"] for n, r in runs.items() if r["status"] == "completed"},
         "baseline_promotion": data["baseline"],
         "promotions": data["promotions"],

@@ -16,7 +16,7 @@ from prefgate.reportio import read_json, write_json
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoint"
 OWNED = ("data", "pairs", "labels", "audits", "runs", "evals", "gates", "diagnose", ".prefgate", "report.html",
-         "report.json")
+         "report.json", "lr_choice.json")
 
 
 @dataclass(frozen=True)
@@ -129,45 +129,57 @@ def oracle_labels(pairs_path: Path, answers: dict[str, str], out: Path, fraction
     return out
 
 
-def audit(pairs_path: Path, labels: Path, suite: Path, out: Path) -> dict:
-    """`prefgate audit PAIRS --labels LABELS --eval SUITE` with the demo's policy."""
+def audit(pairs_path: Path, labels: Path, suite: Path, out: Path, home: Path) -> dict:
+    """`prefgate audit PAIRS --labels LABELS --eval SUITE --json OUT --record` with the demo's policy: the verdict
+    is recorded in the registry home by the data's fingerprint, so `train` refuses a set whose audit failed."""
     from prefgate.audit import policy_from_dict, run_audit
     from prefgate.data import read_dataset
+    from prefgate.registry.audits import record_audit
 
     report = run_audit(read_dataset(pairs_path), eval_dataset=str(suite), labels=str(labels),
                        policy=policy_from_dict(AUDIT_POLICY))
     write_json(report, out)
+    record_audit(home, out)
     return report
 
 
 # -- preference training ----------------------------------------------------------------------------------
 
 
-def pref_config(spec: RunSpec, sft_model: Path, pairs_path: Path, run_dir: Path, settings: Settings, seed: int):
+def pref_config(spec: RunSpec, sft_model: Path, pairs_path: Path, run_dir: Path, settings: Settings, seed: int, *,
+                dev_suite: Path | None, home: Path):
+    """The run's train config: the collapse monitor on its defaults (the probe of `probe_pairs` pairs every step)
+    and, with `dev_suite`, the in-training gate on it every `gate_every` steps against the SFT model's dev eval
+    (cached in the demo's registry home, whose recorded audits the trainer checks)."""
     from prefgate.config import load_train_config
 
+    gate = {} if dev_suite is None else {
+        "every": settings.gate_every, "suite": str(dev_suite), "on_block": spec.on_block, "max_new_tokens": 6,
+        "batch_size": 200, "cache_dir": str(home / "cache" / "eval")}
     return load_train_config(
         None, model={"name_or_path": str(sft_model)}, data={"train": str(pairs_path), "max_length": MAX_LENGTH},
         loss={"type": spec.loss, **spec.hyperparameters},
-        optim={"lr": settings.lr, "schedule": "cosine", "warmup_steps": settings.warmup_steps},
+        optim={"lr": spec.lr or settings.lr, "schedule": "cosine", "warmup_steps": settings.warmup_steps},
         batch_size=settings.batch_size, epochs=settings.epochs, seed=seed, output_dir=str(run_dir), log_every=1,
-        memory_probe=False)
+        memory_probe=False, diagnose_pairs=settings.probe_pairs, eval=gate, registry_home=str(home))
 
 
 def train_preference(spec: RunSpec, sft_model: Path, pairs_path: Path, run_dir: Path, settings: Settings,
-                     seed: int) -> dict:
-    """`prefgate train` on one set; a refusal by the trainer's own audit gate is an outcome, not an error."""
+                     seed: int, *, dev_suite: Path | None, home: Path) -> dict:
+    """`prefgate train` on one set; a refusal by the trainer's audit gate (its own audit, or the set's recorded
+    audit) is an outcome, not an error."""
     from prefgate.train.loop import train
     from prefgate.train.monitors import TrainingAborted
 
-    config = pref_config(spec, sft_model, pairs_path, run_dir, settings, seed)
+    config = pref_config(spec, sft_model, pairs_path, run_dir, settings, seed, dev_suite=dev_suite, home=home)
     try:
         result = train(config, allow_audit_fail=spec.allow_audit_fail, show_progress=False)
     except TrainingAborted as err:
         return {"status": "refused", "reason": str(err), "run_dir": None}
+    manifest = read_json(run_dir / "manifest.json")
     return {"status": result.status, "reason": result.reason, "run_dir": str(result.run_dir),
-            "steps": result.steps, "final_metrics": result.final_metrics,
-            "run_id": read_json(run_dir / "manifest.json")["run_id"]}
+            "steps": result.steps, "final_metrics": result.final_metrics, "run_id": manifest["run_id"],
+            "monitor": manifest.get("monitor"), "in_training_gate": manifest.get("in_training_gate")}
 
 
 def metric_series(run_dir: Path, name: str) -> list[tuple[int, float]]:

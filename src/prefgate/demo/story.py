@@ -3,9 +3,11 @@
 1. task: four arithmetic categories, train / dev / test prompts split so none is shared; the test suite.
 2. SFT: the shipped checkpoint (trained by `prefgate train`, loss sft) or, with `from_scratch`, trained here.
 3. pairs: v6 (sampled, style-graded), v7 (far wrong answers), v8 (one digit changed).
-4. audit: every set, with the simulated oracle rater's 10% label sample and the test prompts for leakage.
-5. train DPO, DPO-Positive (and IPO) from the SFT model; eval per category; gate each against SFT;
-   register every run; promote what the gate passes.
+4. audit: every set, with the simulated oracle rater's 10% label sample and the test prompts for leakage; each
+   verdict is recorded in the registry, so the trainer refuses a set whose audit failed.
+5. train DPO, DPO-Positive (and IPO) from the SFT model, watched by the collapse monitor and gated on the dev
+   suite while training; eval per category on test once; gate each against SFT; register every run; promote
+   what the gate passes.
 6. diagnose one pair token by token; write report.json and report.html.
 """
 
@@ -57,12 +59,12 @@ def run_demo(out_dir: Path, *, quick: bool = False, from_scratch: bool = False, 
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)  # for bit-reproducible numbers; restored on the way out
     try:
-        return _run_stages(out_dir, settings, quick, from_scratch, seed, say)
+        return _run_stages(out_dir, settings, from_scratch, seed, say)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_stages(out_dir: Path, settings, quick: bool, from_scratch: bool, seed: int,
+def _run_stages(out_dir: Path, settings, from_scratch: bool, seed: int,
                 say: Callable[[str], None]) -> dict[str, Any]:
     import transformers
 
@@ -139,7 +141,7 @@ def audit_stage(story: Story) -> None:
         fraction = min(1.0, max(story.settings.label_fraction, stages.MIN_LABELS / pair_set.n_pairs))
         labels = stages.oracle_labels(pair_set.path, answers, layout.labels / f"{name}.jsonl", fraction, story.seed)
         audits[name] = stages.audit(pair_set.path, labels, layout.data / "test_suite.jsonl",
-                                    layout.audits / f"{name}.json")
+                                    layout.audits / f"{name}.json", layout / ".prefgate")
         story.say(f"         audit {name}: {audits[name]['verdict']}")
     story.data["audits"] = audits
 
@@ -158,9 +160,11 @@ def preference_stage(story: Story) -> None:
                                "reason": f"the {spec.pairs} set has {n_pairs} pairs, fewer than one batch"}
             continue
         outcome = stages.train_preference(spec, sft_model, story.data["sets"][spec.pairs].path,
-                                          layout.runs / spec.name, settings, story.seed + spec.seed_offset)
+                                          layout.runs / spec.name, settings, story.seed + spec.seed_offset,
+                                          dev_suite=layout.data / "dev_suite.jsonl", home=layout / ".prefgate")
         if outcome["status"] == "completed":
             outcome.update(evaluate_and_gate(story, spec.name, Path(outcome["run_dir"])))
+            outcome["monitor_test"] = monitor_test(story, spec.name, Path(outcome["run_dir"]))
         outcome["seconds"] = round(time.perf_counter() - t0, 1)
         runs[spec.name] = outcome
         story.say(f"         {spec.name}: {summary_line(outcome)}")
@@ -178,28 +182,65 @@ def evaluate_and_gate(story: Story, name: str, run_dir: Path) -> dict:
             "gate_path": str(layout.gates / f"{name}.json"), "registered": run_id}
 
 
+def monitor_test(story: Story, name: str, run_dir: Path) -> dict:
+    """Test accuracy of the model at each step the collapse monitor fired (its snapshot), by step."""
+    from prefgate.reportio import read_json
+
+    out = {}
+    for fired in (read_json(run_dir / "manifest.json").get("monitor") or {}).get("fired", []):
+        step = fired["step"]
+        report = stages.evaluate(run_dir / fired["snapshot"], story.layout.data / "test_suite.jsonl",
+                                 story.layout.evals / f"{name}-collapse-step-{step}.json", story.settings)
+        out[str(step)] = {"overall": report["overall"], "categories": report["categories"]}
+    return out
+
+
 def summary_line(outcome: dict) -> str:
     if outcome["status"] != "completed":
         return f"{outcome['status']}: {outcome['reason']}"
     shift = outcome["final_metrics"].get("logps/chosen_shift")
+    fired = [f["step"] for f in (outcome.get("monitor") or {}).get("fired", [])]
+    verdicts = (outcome.get("in_training_gate") or {}).get("verdicts", [])
+    blocked = [v["step"] for v in verdicts if v["decision"] == "block"]
     return (f"test exact match {outcome['eval']['overall']['score']:.3f}, chosen shift {shift:+.3f}/token, "
-            f"gate {outcome['gate']['decision']}")
+            f"gate {outcome['gate']['decision']}; monitor "
+            + (f"fired at step {fired[0]}" if fired else "did not fire")
+            + f"; in-training gate blocked {len(blocked)} of {len(verdicts)} evaluations")
 
 
 def promote_stage(story: Story, runs: dict[str, dict]) -> list[dict]:
-    """Promote the best run the gate passes; try (and show the registry refuse) every run it blocks."""
+    """Promote the run the gate passes that did best on dev (test decides pass or block, once; dev chooses among
+    the passing runs; ties to the first in the story's order); try (and show the registry refuse) every run the
+    gate blocks."""
     home = story.layout / ".prefgate"
     gated = {n: r for n, r in runs.items() if r["status"] == "completed"}
-    passing = sorted((n for n, r in gated.items() if r["gate"]["decision"] == "promote"),
-                     key=lambda n: -gated[n]["eval"]["overall"]["score"])
+    main = {spec.name for spec in story.settings.runs}  # seed repeats measure spread; they do not compete
+    passing = sorted((n for n, r in gated.items() if r["gate"]["decision"] == "promote" and n in main),
+                     key=lambda n: -dev_score(gated[n]))
     out = []
     for name, run in gated.items():
+        if run["gate"]["decision"] == "promote" and name not in main:
+            out.append({"run": name, "run_id": run["registered"], "promoted": False, "outcome": "passed over",
+                        "message": "a seed repeat: it measures the spread across seeds and does not compete for prod"})
+            continue
         if name in passing[1:]:
             out.append({"run": name, "run_id": run["registered"], "promoted": False, "outcome": "passed over",
-                        "message": f"the gate passed it, but {passing[0]} scored higher and took prod"})
+                        "message": f"the gate passed it, but {passing[0]} did at least as well on dev "
+                                   f"({dev_score(gated[passing[0]]):.3f} against {dev_score(run):.3f}) and took prod"})
             continue
         out.append({"run": name, **stages.promote(home, run["registered"], Path(run["gate_path"]))})
     return out
+
+
+def dev_score(run: dict) -> float:
+    """Dev exact match of the model the run ended with: its in-training verdict at that step."""
+    gate = run.get("in_training_gate") or {}
+    verdicts = gate.get("verdicts") or []
+    if not verdicts:
+        return 0.0
+    output = gate.get("output") or {}
+    step = output.get("step") if output.get("from") == "snapshots/gate-passed" else verdicts[-1]["step"]
+    return next(v for v in verdicts if v["step"] == step)["overall"]["score"]
 
 
 def diagnose_stage(story: Story) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,8 @@ def import_lm_eval(results_path: str | Path, samples: list[str | Path] | None = 
         raise InputError("expected an lm-eval results file with a non-empty \"results\" object", where=str(path))
     tasks = leaf_tasks(results)
     sample_files = _samples_by_task(samples or [], tasks)
-    categories, items, skipped, warnings, suite_parts = {}, [], [], [], []
+    out = _Imported()
+    categories, items, skipped, warnings, suite_parts = out.categories, out.items, out.skipped, out.warnings, out.parts
     for task in sorted(tasks):
         task_results = results["results"][task]
         picked = pick_metric(task_results, (results.get("higher_is_better") or {}).get(task) or {}, metric)
@@ -190,7 +192,7 @@ def import_lm_eval(results_path: str | Path, samples: list[str | Path] | None = 
             if abs(categories[task]["score"] - value) > 1e-6:
                 warnings.append(f"{task}: the samples' mean {name} ({categories[task]['score']:.6f}) differs from "
                                 f"the results file's ({value:.6f})")
-            items += task_items
+            items.extend(task_items)
         else:
             stderr = task_results.get(f"{name}_stderr,{filt}")
             categories[task] = _category_without_items(value, stderr, part["n"], bands)
@@ -198,7 +200,7 @@ def import_lm_eval(results_path: str | Path, samples: list[str | Path] | None = 
     if not categories:
         raise InputError("no task has a metric in [0, 1] to import" + (f" named {metric!r}" if metric else ""),
                          where=str(path))
-    return _report(path, results, categories, items, suite_parts, skipped, warnings, bands, seed)
+    return _report(path, results, out, bands, seed)
 
 
 def _overall(categories: dict[str, dict[str, Any]], items: list[dict[str, Any]], bands: GradeBands,
@@ -214,8 +216,19 @@ def _overall(categories: dict[str, dict[str, Any]], items: list[dict[str, Any]],
     return {"n": n, "score": score, "grade": grade(score, bands), "a_rate": None, "ci": [None, None]}
 
 
-def _report(path: Path, results: dict[str, Any], categories, items, suite_parts, skipped, warnings,
-            bands: GradeBands, seed: int) -> dict[str, Any]:
+@dataclass
+class _Imported:
+    """What the import collects, task by task, for the report."""
+
+    categories: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    parts: list[dict[str, Any]] = field(default_factory=list)  # per task: what the suite fingerprint covers
+
+
+def _report(path: Path, results: dict[str, Any], imported: _Imported, bands: GradeBands, seed: int) -> dict[str, Any]:
+    categories, items, suite_parts = imported.categories, imported.items, imported.parts
     fingerprint = hashlib.sha256(canonical_json(suite_parts).encode("utf-8")).hexdigest()
     tasks = {p["task"]: {k: p[k] for k in ("version", "n_shot", "metric", "filter")} for p in suite_parts}
     return {
@@ -223,5 +236,5 @@ def _report(path: Path, results: dict[str, Any], categories, items, suite_parts,
                  suite={"path": str(path), "fingerprint": fingerprint, "n_items": len(items), "source": "lm-eval",
                         "tasks": tasks}),
         "bands": bands.model_dump(), "seed": seed, "overall": _overall(categories, items, bands, seed),
-        "categories": categories, "items": items, "skipped": skipped, "warnings": warnings,
+        "categories": categories, "items": items, "skipped": imported.skipped, "warnings": imported.warnings,
     }

@@ -405,6 +405,7 @@ def _promote_locked(conn: sqlite3.Connection, db_path: Path, run: str, alias: st
     if holder is not None and holder["run_id"] == run_id:
         return f"run {run_id} already holds {alias!r}", None  # not even --force re-promotes the holder
     refused = _refusal(conn, run_id, status, alias, holder["run_id"] if holder else None, gate, recheck_refusal)
+    refused = "; and ".join(r for r in (_audit_refusal(conn, run_id, db_path.parent), refused) if r) or None
     if refused and not force:
         return refused, None
     entry = _append(conn, alias, "promote", run_id, holder, parent_id=holder["history_id"] if holder else None,
@@ -436,6 +437,31 @@ def _refusal(conn: sqlite3.Connection, run_id: str, status: str, alias: str, hol
         return (f"the gate's baseline eval ({_short(baseline)}) is not an eval of {holder_id}, the current holder "
                 f"of {alias!r}; gate this run against an eval of {holder_id}")
     return None
+
+
+def _audit_refusal(conn: sqlite3.Connection, run_id: str, home: Path) -> str | None:
+    """Why `run_id` may not be promoted because of its training data's audit, or None: its own pre-training
+    audit failed (it trained with --allow-audit-fail), or an audit recorded for the data failed (in its
+    manifest, or in this registry's home, by the data's fingerprint)."""
+    from prefgate.registry.audits import describe_failure, failed_audits
+
+    manifest = json.loads(conn.execute("SELECT manifest FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
+    audit = manifest.get("audit") or {}
+    train = (manifest.get("datasets") or {}).get("train") or {}
+    findings = []
+    if audit.get("verdict") == "fail":
+        findings.append(f"its pre-training audit failed ({', '.join(audit.get('failed') or []) or 'a check'}) and "
+                        f"was overridden ({audit.get('override_reason')!r})")
+    recorded = {a["sha256"]: a for a in audit.get("recorded") or [] if isinstance(a, dict) and
+                a.get("verdict") == "fail" and a.get("sha256")}
+    recorded.update({a["sha256"]: a for a in failed_audits(home, train.get("fingerprint"))})
+    if recorded:
+        last = list(recorded.values())[-1]
+        findings.append(f"the recorded audit of its training data failed: {describe_failure(last)}")
+    if not findings:
+        return None
+    return (f"run {run_id} was trained on data whose audit failed: {'; '.join(findings)}; promote it only with "
+            "--force --reason TEXT")
 
 
 def _put_gate(conn: sqlite3.Connection, gate_file: JsonFile) -> int:

@@ -61,10 +61,13 @@ def recheck(gate_file: JsonFile, known_paths: dict[str, str], minimum: GatePolic
             minimum_source: str) -> Recheck:
     """Recompute the gate report in `gate_file` from its inputs (`known_paths`: eval sha256 -> the path the
     registry recorded) and check its policy against `minimum` (named `minimum_source` in messages)."""
-    from prefgate.gate import decide
+    from prefgate.gate import GATE_VERSION, decide
 
     gate = gate_file.data
     policy, problem = _policy(gate)
+    if gate.get("version") != GATE_VERSION:  # the rules differ between versions: recomputing would not match
+        problem = (f"it was written by gate version {gate.get('version')!r} and this prefgate's gate is version "
+                   f"{GATE_VERSION}, whose rules differ; run `prefgate gate` again")
     reports = {}
     for side in ("baseline", "candidate"):
         if problem is None:

@@ -9,6 +9,7 @@ processes). A trailing remainder smaller than G is left out of each epoch (a new
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -25,11 +26,14 @@ from prefgate.errors import InputError
 from prefgate.lm.load import eval_mode, pad_token_id
 from prefgate.losses import LossType
 from prefgate.train import checkpoint as ckpt
+from prefgate.train import snapshot as snap
 from prefgate.train.batches import TokenizedData, collate, tokenize_dataset
-from prefgate.train.manifest import write_manifest
+from prefgate.train.ingate import InTrainingGate, check_settings, output_choice
+from prefgate.train.manifest import RunResult, write_manifest
 from prefgate.train.model import load_policy
 from prefgate.train.monitors import (
     CollapseMonitor,
+    CollapseStop,
     TrainingAborted,
     check_finite,
     nonfinite_tensors,
@@ -43,16 +47,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from prefgate.diagnose import ShiftProbe
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    status: str  # "completed" | "aborted"
-    steps: int
-    final_metrics: dict = field(default_factory=dict)
-    reason: str | None = None
-    checkpoint: dict | None = None  # a stopped run: the checkpoint kept and what was checked (`_keep_checkpoint`)
 
 
 @dataclass
@@ -116,6 +110,26 @@ def _audit_gate(config: TrainConfig, train_ds: PreferenceDataset, eval_ds: Prefe
                               f"`{command}` to see why, or pass --allow-audit-fail REASON to train anyway")
     return {"verdict": verdict, "failed": by_status["fail"], "warned": by_status["warn"], "labels": labels,
             "override_reason": allow_audit_fail if verdict == "fail" else None}
+
+
+def _recorded_audits(config: TrainConfig, train_ds: PreferenceDataset, audit: dict,
+                     allow_audit_fail: str | None) -> dict:
+    """The audits recorded for the training data (by fingerprint) in the registry home: one that failed stops
+    the run as the trainer's own audit does, unless overridden; the manifest lists them under `recorded`."""
+    from prefgate.registry.api import default_home
+    from prefgate.registry.audits import describe_failure, recorded_audits
+
+    home = Path(config.registry_home) if config.registry_home else default_home()
+    recorded = recorded_audits(home, train_ds.fingerprint)
+    failed = [a for a in recorded if a["verdict"] == "fail"]
+    if failed and not allow_audit_fail:
+        raise TrainingAborted(f"the recorded audit of {train_ds.source} (fingerprint {train_ds.fingerprint[:16]}) "
+                              f"failed: {describe_failure(failed[-1])}; fix the data, or pass --allow-audit-fail "
+                              "REASON to train anyway (the reason goes in the manifest)")
+    out = {**audit, "recorded": recorded, "registry_home": str(home)}
+    if failed:
+        out["override_reason"] = allow_audit_fail
+    return out
 
 
 def _load_data(config: TrainConfig, tokenizer, loss_type: LossType):
@@ -198,7 +212,7 @@ def _train_step(run: _Run, step: int) -> Sums:
     per_process = schedule.batch_size * schedule.grad_accumulation
     for a, indices in enumerate(micro):
         batch = collate(run.train_data, indices, pad_id=run.pad_id).to(accelerator.device)
-        sync = accelerator.no_sync(model) if a < len(micro) - 1 else _nullcontext()
+        sync = accelerator.no_sync(model) if a < len(micro) - 1 else contextlib.nullcontext()
         with sync, accelerator.autocast():
             policy = run.forward.logps(model, batch)
             ref = run.reference.logps(batch)
@@ -209,14 +223,6 @@ def _train_step(run: _Run, step: int) -> Sums:
         merge_sums(sums, batch_metrics(config.loss.type, out, policy, ref, batch))
         sums["_tokens"] = (sums.get("_tokens", (0, 0))[0] + batch.n_tokens, 1)
     return sums
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _reduce(accelerator, sums: Sums) -> Sums:
@@ -256,7 +262,10 @@ class _Run:
     start_step: int = 0
     loop_state: dict = field(default_factory=lambda: {"best_eval_accuracy": None, "evals_without_improvement": 0})
     probe: dict = field(default_factory=dict)
-    shift_probe: ShiftProbe | None = None  # None unless `diagnose_every` is set
+    shift_probe: ShiftProbe | None = None  # None unless the probe runs (`config.probe_every`)
+    monitor: CollapseMonitor | None = None  # set by `_train_loop`
+    gate: InTrainingGate | None = None  # the in-training gate (`eval.suite`)
+    seconds: dict = field(default_factory=dict)  # "started" (perf_counter) and "baseline" (its evaluation)
 
 
 def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | None = None,
@@ -264,16 +273,18 @@ def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | 
     """Train per `config`; writes the run folder (manifest.json, metrics.jsonl, adapter/ or model/, checkpoints/)."""
     run = _set_up(config, resume, allow_audit_fail, show_progress)  # 1. set up
     status, reason, step, metrics, kept = _train_loop(run)  # 2. train
+    status, reason, output = _run_output(run, status, reason, step)  # keep_best: the model the gate promoted last
+    result = RunResult(run.run_dir, status, step, metrics, reason, kept)
     run.accelerator.wait_for_everyone()  # 3. save
     if run.accelerator.is_main_process:
-        artifacts = _save_model(run.unwrapped, run.tokenizer, run.run_dir, config) if status == "completed" else {}
-        write_manifest(run.run_dir, config=config, status=status, reason=reason, steps=step, train_ds=run.train_ds,
-                       eval_ds=run.eval_ds, audit=run.audit, artifacts=artifacts, final_metrics=metrics,
-                       extra={"memory_probe": run.probe, "reference": run.reference.describe(),
-                              "forward": run.forward.describe(), "processes": run.accelerator.num_processes,
-                              "checkpoint": kept})
+        artifacts = _save_output(run, output) if status == "completed" else {}
+        write_manifest(result, config=config, datasets={"train": run.train_ds, "eval": run.eval_ds}, audit=run.audit,
+                       artifacts=artifacts, extra={"memory_probe": run.probe, "reference": run.reference.describe(),
+                                                   "forward": run.forward.describe(),
+                                                   "processes": run.accelerator.num_processes, "checkpoint": kept,
+                                                   **_watch_blocks(run, output)})
     run.accelerator.end_training()  # 4. clean up
-    return RunResult(run.run_dir, status, step, metrics, reason, kept)
+    return result
 
 
 def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, show_progress: bool) -> _Run:
@@ -282,6 +293,8 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     from accelerate.utils import set_seed
 
     transformers.utils.logging.disable_progress_bar()  # our own progress bar is the one to watch
+    started = time.perf_counter()
+    gate_settings = check_settings(config)  # a bad suite, gate policy or baseline fails before anything loads
     run_dir = Path(config.output_dir)
     _check_output_dir(run_dir, resume)
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
@@ -296,6 +309,7 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     log.note(f"train: {len(train_ds)} records, fingerprint {train_ds.fingerprint[:16]}; {train_data.truncated} cut "
              f"by max_length {config.data.max_length} ({train_data.asymmetric} on one side only)")
     audit = _audit_gate(config, train_ds, eval_ds, tokenizer, allow_audit_fail)
+    audit = _recorded_audits(config, train_ds, audit, allow_audit_fail)
     schedule = Schedule(len(train_data), config.batch_size, config.grad_accumulation, accelerator.num_processes,
                         config.seed)
     if schedule.steps_per_epoch == 0:
@@ -308,28 +322,39 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     model = load_policy(config).to(accelerator.device)
     run.forward = Forward.resolve(model, config.forward, config.pack_tokens)
     log.note(f"forward: {run.forward.reason}")
-    run.reference = build_reference(config, model, train_data, eval_data, tokenizer, train_ds, eval_ds,
-                                    device=accelerator.device, pad_id=pad_id, forward=run.forward)
+    splits = {"train": (train_data, train_ds), **({"eval": (eval_data, eval_ds)} if eval_data is not None else {})}
+    run.reference = build_reference(config, model, splits, tokenizer, device=accelerator.device, pad_id=pad_id,
+                                    forward=run.forward)
     run.shift_probe = _shift_probe(config, run.reference, model, train_data, pad_id)  # while weights are initial
     optimizer, run.scheduler = _optimizer_and_scheduler(model, config, total_steps)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     run.unwrapped = accelerator.unwrap_model(run.model)
     _resume_or_probe(run, resume)
+    run.seconds["started"] = started
+    if gate_settings is not None:
+        _start_gate(run, gate_settings)
     if accelerator.is_main_process and config.trackers:
         accelerator.init_trackers("prefgate", config=json.loads(config.model_dump_json()))
     return run
 
 
 def _shift_probe(config: TrainConfig, reference, model, data: TokenizedData, pad_id: int):
-    """The token-level probe of `diagnose_every`: reference per-token log-probs of a fixed sample, taken now."""
-    if not config.diagnose_every:
+    """The token-level probe (`diagnose_every`, and by default the collapse monitor's signal): reference
+    per-token log-probs of a fixed, seeded sample of training pairs, taken now. None when it does not run, or
+    runs only for the monitor and no pair's answers differ (the monitor then reads the whole-answer mean)."""
+    if not config.probe_every:
         return None
     from prefgate.diagnose import ShiftProbe
 
     ref = reference.train
     source = ref if getattr(ref, "kind", None) in ("model", "adapter-disabled") else model  # else: initial policy
-    return ShiftProbe.from_data(source, data, n_pairs=config.diagnose_pairs, seed=config.seed, pad_id=pad_id,
-                                batch_size=config.eval.batch_size)
+    try:
+        return ShiftProbe.from_data(source, data, n_pairs=config.diagnose_pairs, seed=config.seed, pad_id=pad_id,
+                                    batch_size=config.eval.batch_size)
+    except ValueError:
+        if config.diagnose_every:  # asked for explicitly
+            raise
+        return None
 
 
 def _resume_or_probe(run: _Run, resume: bool) -> None:
@@ -350,8 +375,7 @@ def _resume_or_probe(run: _Run, resume: bool) -> None:
 
 def _train_loop(run: _Run) -> tuple[str, str | None, int, dict, dict | None]:
     """(status, reason, last step, its metrics, for a stopped run the checkpoint kept)."""
-    config = run.config
-    monitor = CollapseMonitor(config.monitor.collapse_threshold, config.monitor.collapse_window)
+    monitor = run.monitor = _collapse_monitor(run)
     status, reason, metrics, step, kept = "completed", None, {}, run.start_step, None
     done, rng = run.start_step, None  # the last optimizer step that finished; the RNG state as the current began
     try:
@@ -365,8 +389,10 @@ def _train_loop(run: _Run) -> tuple[str, str | None, int, dict, dict | None]:
     except TrainingAborted as err:
         status, reason = "aborted", str(err)
         run.log.note(f"stopped: {reason}")
-        kept = _keep_checkpoint(run, done, rng if done < step else None,
-                                may_write=not isinstance(err, ckpt.CheckpointNotWritten))
+        kept = _keep_checkpoint(run, done, rng if done < step else None,  # never the weights after a collapse
+                                may_write=not isinstance(err, (ckpt.CheckpointNotWritten, CollapseStop)))
+        if isinstance(err, CollapseStop):
+            kept = _before_collapse(run, kept, step)
     finally:
         run.log.stop()
     return status, reason, step, metrics, kept
@@ -377,19 +403,17 @@ def _after_step(run: _Run, step: int, metrics: dict, monitor: CollapseMonitor) -
     stop. Before a checkpoint and after the last step, the weights are checked: a model with a NaN or inf is
     never checkpointed, saved or reported as trained."""
     config, log = run.config, run.log
-    if run.shift_probe is not None and (step % config.diagnose_every == 0 or step == run.total_steps):
+    if run.shift_probe is not None and (step % config.probe_every == 0 or step == run.total_steps):
         metrics.update(run.shift_probe.measure(run.unwrapped))
-    warning = monitor.update(step, metrics.get("logps/chosen_shift"))
-    if warning and config.monitor.on_collapse == "stop":
-        raise TrainingAborted(warning)
+    warning = monitor.update(step, metrics)
     if warning:
-        log.warn(warning)
+        _collapse_fired(run, step, warning)  # stops the run with `on_collapse: stop`
     stop = _maybe_evaluate(step, run, metrics)
     last = stop or step == run.total_steps
     if step % config.log_every == 0 or last:
         log.metrics(step, metrics)
     log.advance(step, metrics)
-    every = config.checkpoint_every
+    every = config.checkpoint_every or _guard_every(config)
     due = bool(every) and (step % every == 0 or step == run.total_steps)
     if due or last:
         _check_weights(run, step)
@@ -427,7 +451,11 @@ def _clip(accelerator, model, max_norm: float | None) -> float:
 def _maybe_evaluate(step: int, run: _Run, metrics: dict) -> bool:
     """Evaluate every `eval.every` steps and at the end; True when early stopping says stop."""
     every, config = run.config.eval.every, run.config
-    if run.eval_data is None or not (every and (step % every == 0 or step == run.total_steps)):
+    if not (every and (step % every == 0 or step == run.total_steps)):
+        return False
+    if run.gate is not None:
+        _gate_evaluation(run, step, metrics)
+    if run.eval_data is None:
         return False
     result = _evaluate(run)
     metrics.update(result)
@@ -440,6 +468,163 @@ def _maybe_evaluate(step: int, run: _Run, metrics: dict) -> bool:
         return False
     state["evals_without_improvement"] = state.get("evals_without_improvement", 0) + 1
     return state["evals_without_improvement"] >= patience
+
+
+# -- the collapse monitor and the in-training gate -----------------------------------------------------------
+
+
+def _collapse_monitor(run: _Run) -> CollapseMonitor:
+    """The monitor on the configured signal; `after_diff` falls back to the whole-answer mean where the shift
+    probe cannot run (unpaired rows, no live reference, no pair whose answers differ), and the log says so."""
+    config = run.config
+    signal, why = config.monitor_signal
+    if signal == "after_diff" and run.shift_probe is None:
+        signal, why = "mean", "no training pair has chosen and rejected answers that differ"
+    if why and config.monitor.signal != signal and config.loss.type.paired:
+        run.log.note(f"collapse monitor: reading logps/chosen_shift (the whole answer), since {why}")
+    monitor = CollapseMonitor(config.monitor.threshold(signal), config.monitor.collapse_window, signal=signal,
+                              start_step=run.start_step)
+    monitor.fallback = why
+    return monitor
+
+
+def _guard_every(config: TrainConfig) -> int | None:
+    """`on_collapse: stop` without `checkpoint_every`: checkpoint every half window, so that a checkpoint from
+    before the signal crossed exists when it does."""
+    return max(1, config.monitor.collapse_window // 2) if config.monitor.on_collapse == "stop" else None
+
+
+def _collapse_fired(run: _Run, step: int, warning: str) -> None:
+    """Keep the model of the step the monitor fired at (`snapshots/collapse-step-N`), then warn, or stop."""
+    _check_weights(run, step)
+    name = snap.collapse_name(step)
+    _write_snapshot(run, name, step, f"the collapse monitor fired: {warning}")
+    run.monitor.fired[-1]["snapshot"] = f"snapshots/{name}"
+    if run.config.monitor.on_collapse == "stop":
+        raise CollapseStop(warning)
+    run.log.warn(f"{warning} (the model of step {step}: snapshots/{name})")
+
+
+def _before_collapse(run: _Run, kept: dict, step: int) -> dict:
+    """The checkpoint kept at a collapse stop is the newest on disk, all of which predate the crossing."""
+    if kept.get("path") is None:
+        kept["why_none"] = (f"the collapse signal crossed at step {step}, before any checkpoint was written; the "
+                            f"weights after the crossing are not kept as one")
+        return kept
+    kept["before_collapse"] = f"the last checkpoint before the collapse signal crossed at step {step}"
+    run.log.note(f"{kept['path']} (step {kept['step']}) is {kept['before_collapse']}")
+    return kept
+
+
+def _write_snapshot(run: _Run, name: str, step: int, why: str) -> None:
+    """`snapshots/NAME` from the model in memory (the main process writes it); a refused write stops the run."""
+    failed = None
+    if run.accelerator.is_main_process:
+        try:
+            snap.save_snapshot(run.unwrapped, run.tokenizer, run.run_dir / "snapshots" / name, step=step, why=why)
+        except ckpt.CheckpointNotWritten as err:
+            failed = err
+    if _any_process(run, failed is not None):
+        raise failed or ckpt.CheckpointNotWritten(step, run.run_dir / "snapshots" / name,
+                                                  OSError("the main process could not write it"))
+
+
+def _start_gate(run: _Run, settings) -> None:
+    """The in-training gate's baseline (before step 1) and, on a fresh run, the verdict of step 0."""
+    run.gate = InTrainingGate(run.config, settings, run.run_dir, run.tokenizer)
+    accelerator = run.accelerator
+    if accelerator.is_main_process:
+        run.seconds["baseline"] = run.gate.prepare_baseline(run.unwrapped)
+        run.log.note(f"in-training gate: {len(settings.suite)} items of {settings.suite.path} every "
+                     f"{run.config.eval.every} steps, against {run.gate.baseline_source['source']} "
+                     f"({run.gate.baseline_path})")
+    accelerator.wait_for_everyone()
+    if run.start_step == 0:
+        metrics: dict = {}
+        _gate_evaluation(run, 0, metrics)
+        run.log.metrics(0, metrics)
+
+
+def _gate_evaluation(run: _Run, step: int, metrics: dict) -> None:
+    """Evaluate the suite and gate it (the main process; the others read its verdict); record the verdict, log
+    it, keep the model it promoted (`on_block: stop | keep_best`), and stop at a block with `on_block: stop`."""
+    accelerator, on_block = run.accelerator, run.config.eval.on_block
+    verdict = run.gate.evaluate(step, run.unwrapped) if accelerator.is_main_process else None
+    if accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
+        verdict = verdict or run.gate.read_verdict(step)
+    state = run.loop_state
+    state.setdefault("gate_verdicts", []).append({k: v for k, v in verdict.items() if k != "metrics"})
+    state["gate_seconds"] = state.get("gate_seconds", 0.0) + verdict["seconds"]
+    metrics.update(verdict["metrics"])
+    grades = ", ".join(f"{name} {c['score']:.2f} ({c['grade']})" for name, c in verdict["categories"].items())
+    line = (f"step {step}: in-training gate: {verdict['decision']} (overall {verdict['overall']['score']:.3f} "
+            f"({verdict['overall']['grade']}); {grades})")
+    if verdict["decision"] == "promote":
+        run.log.note(line)
+        if on_block in ("stop", "keep_best"):
+            _check_weights(run, step)
+            _write_snapshot(run, snap.GATE_PASSED, step, f"the in-training gate promoted step {step}")
+            state["gate_passed_step"] = step
+        return
+    reason = verdict["reasons"][0] if verdict["reasons"] else "no reason given"
+    passed = state.get("gate_passed_step")
+    kept = f"; the latest model it promoted is snapshots/{snap.GATE_PASSED} (step {passed})" if passed is not None \
+        else ""
+    if on_block == "stop":
+        raise TrainingAborted(f"step {step}: the in-training gate blocked: {reason}{kept}")
+    tail = "; keep_best: training goes on, and the run ends with the latest model the gate promoted" \
+        if on_block == "keep_best" else ""
+    run.log.warn(f"{line}: {reason}{tail}")
+
+
+def _run_output(run: _Run, status: str, reason: str | None, step: int) -> tuple[str, str | None, dict | None]:
+    """(status, reason, which model the run ends with): with `on_block: keep_best`, the latest step the gate
+    promoted when a later evaluation blocked; a run none of whose evaluations passed ends aborted."""
+    if run.gate is None or run.config.eval.on_block != "keep_best" or status != "completed":
+        return status, reason, None
+    output = output_choice(run.loop_state.get("gate_verdicts", []), run.loop_state.get("gate_passed_step"), step)
+    if output["step"] is None:
+        reason = f"keep_best: {output['why']}; no model was saved"
+        run.log.note(f"stopped: {reason}")
+        return "aborted", reason, output
+    if output["from"] is not None and output["step"] != step:
+        run.log.note(f"keep_best: {output['why']}")
+    return status, reason, output
+
+
+def _save_output(run: _Run, output: dict | None) -> dict[str, str]:
+    """The run's model: the weights in memory, or with keep_best the snapshot the gate promoted last."""
+    if output is None or output["from"] != "snapshots/gate-passed":
+        return _save_model(run.unwrapped, run.tokenizer, run.run_dir, run.config)
+    from prefgate.train.manifest import hash_tree
+
+    out = run.run_dir / ("adapter" if run.config.lora else "model")
+    snap.publish(run.run_dir / "snapshots" / snap.GATE_PASSED, out)
+    return hash_tree(run.run_dir, out)
+
+
+def _watch_blocks(run: _Run, output: dict | None) -> dict:
+    """The manifest's `monitor` and `in_training_gate` blocks."""
+    monitor = run.monitor
+    blocks: dict = {"monitor": None if monitor is None else {
+        **monitor.describe(), "on_collapse": run.config.monitor.on_collapse, "fallback": monitor.fallback,
+        "probe": None if run.shift_probe is None else {"every": run.config.probe_every,
+                                                       "pairs": len(run.shift_probe.prompt_ids)}}}
+    if run.gate is None:
+        return {**blocks, "in_training_gate": None}
+    state = run.loop_state
+    total = time.perf_counter() - run.seconds["started"]
+    spent = run.seconds.get("baseline", 0.0) + state.get("gate_seconds", 0.0)
+    blocks["in_training_gate"] = {
+        **run.gate.describe(), "verdicts": state.get("gate_verdicts", []),
+        "last_promoted_step": state.get("gate_passed_step"),
+        "output": output or {"step": None, "from": "final step", "why": f"on_block: {run.config.eval.on_block}"},
+        "seconds": {"baseline": round(run.seconds.get("baseline", 0.0), 2),
+                    "evaluations": round(state.get("gate_seconds", 0.0), 2), "run": round(total, 2),
+                    "share": round(spent / total, 4) if total > 0 else None},
+        "promotes_nothing": "in-training verdicts move no alias: `prefgate registry promote` needs a final gate report"}
+    return blocks
 
 
 # -- checkpoints and the checks around them ------------------------------------------------------------------

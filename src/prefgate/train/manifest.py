@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefgate import __version__
@@ -36,8 +37,23 @@ def run_id(config_json: str, created: dt.datetime, loss: str) -> str:
     return f"{created:%Y%m%d-%H%M%S}-{loss}-{digest}"
 
 
-def write_manifest(run_dir: Path, *, config, status: str, reason: str | None, steps: int, train_ds, eval_ds,
-                   audit: dict, artifacts: dict, final_metrics: dict, extra: dict) -> dict:
+@dataclass
+class RunResult:
+    """How a training run ended: what `train` returns and the manifest records."""
+
+    run_dir: Path
+    status: str  # "completed" | "aborted"
+    steps: int
+    final_metrics: dict = field(default_factory=dict)
+    reason: str | None = None
+    checkpoint: dict | None = None  # a stopped run: the checkpoint kept and what was checked (`_keep_checkpoint`)
+
+
+def write_manifest(result: RunResult, *, config, datasets: dict, audit: dict, artifacts: dict, extra: dict) -> dict:
+    """Write `manifest.json` into the run folder (atomically); `datasets` maps "train" and "eval" to a dataset
+    or None."""
+    run_dir = result.run_dir
+    train_ds, eval_ds = datasets["train"], datasets.get("eval")
     created = dt.datetime.now(dt.timezone.utc)
     config_json = config.model_dump_json()
     previous = run_dir / "manifest.json"
@@ -45,7 +61,7 @@ def write_manifest(run_dir: Path, *, config, status: str, reason: str | None, st
                                                                                         config.loss.type.value)
     manifest = {
         **header("run", 1, created=created.isoformat()),
-        "run_id": rid, "status": status, "reason": reason, "steps": steps,
+        "run_id": rid, "status": result.status, "reason": result.reason, "steps": result.steps,
         "base_model": config.model.name_or_path,
         "loss": {"type": config.loss.type.value, **config.loss.hyperparameters},
         "config": json.loads(config_json),
@@ -53,7 +69,7 @@ def write_manifest(run_dir: Path, *, config, status: str, reason: str | None, st
         "audit": audit,
         "code_version": {"prefgate": __version__, "git_commit": git_commit()},
         "artifacts": artifacts,
-        "final_metrics": final_metrics,
+        "final_metrics": result.final_metrics,
         **extra,
     }
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -172,9 +173,11 @@ def _live_source(config, model, device, forward: Forward):
     return ModelReference.frozen_copy(model, forward), config.model.name_or_path
 
 
-def build_reference(config, model, train_data: TokenizedData, eval_data: TokenizedData | None, tokenizer,
-                    train_ds, eval_ds, *, device, pad_id: int, forward: Forward = CONCATENATED) -> References:
-    """Pick the reference per `config.reference.strategy` and the loss type (see the module docstring);
+def build_reference(config, model, splits: dict[str, tuple[TokenizedData, Any]], tokenizer, *, device, pad_id: int,
+                    forward: Forward = CONCATENATED) -> References:
+    """Pick the reference per `config.reference.strategy` and the loss type (see the module docstring).
+
+    `splits` maps "train" (and, when there is one, "eval") to (tokenized rows, the dataset they came from);
     `forward` is the policy's."""
     strategy = config.reference.strategy
     if not config.loss.type.needs_reference or strategy == "none":
@@ -189,14 +192,14 @@ def build_reference(config, model, train_data: TokenizedData, eval_data: Tokeniz
     common = {"model": model_identity(identity_of, getattr(source, "model", None)),
               "tokenizer": tokenizer_identity(tokenizer), "max_length": config.data.max_length,
               "max_prompt_length": config.data.max_prompt_length,
-              "loss_rows": f"{'paired' if config.loss.type.paired else config.loss.type.value}:{train_data.n_roles}",
+              "loss_rows": f"{'paired' if config.loss.type.paired else config.loss.type.value}:"
+                           f"{splits['train'][0].n_roles}",
               "forward": source.forward.key}
     tables = {}
-    for name, data, ds in (("train", train_data, train_ds), ("eval", eval_data, eval_ds)):
-        if data is not None:
-            key = cache_key(data_fingerprint=ds.fingerprint, **common)
-            tables[name] = cached_reference(source, data, key, cache_dir, pad_id=pad_id,
-                                            batch_size=config.eval.batch_size, device=device)
+    for name, (data, ds) in splits.items():
+        key = cache_key(data_fingerprint=ds.fingerprint, **common)
+        tables[name] = cached_reference(source, data, key, cache_dir, pad_id=pad_id,
+                                        batch_size=config.eval.batch_size, device=device)
     forward_mode = source.forward.mode
     del source  # a frozen copy is no longer needed: that is the point of precomputing
     detail = {"cache": {name: {"path": str(t.path), "reused": t.reused} for name, t in tables.items()},

@@ -149,3 +149,45 @@ def test_an_external_baseline_with_other_categories_or_a_suite_mismatch_is_refus
     result = run(f"eval.gate={policy}")
     assert result.exit_code == 2 and "protects category 'safety', which eval.suite does not have" in result.stderr
     assert not (tmp_path / "x").exists()  # nothing was loaded or written
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_way_resumes_to_the_same_verdicts_and_kept_model(planted, tmp_path):
+    """SIGKILL after a checkpoint, `--resume`: the resumed run lists the same in-training verdicts, keeps the
+    same step's model (bit-identical) and reads its baseline from the run folder, as the uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    overrides = ["eval.on_block=keep_best", "checkpoint_every=2", "checkpoint_keep=10"]
+    whole = train(load_train_config(planted["config"], [f"output_dir={tmp_path / 'whole'}", *overrides]),
+                  show_progress=False)
+    assert whole.status == "completed"
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([sys.executable, "-m", "prefgate", "train", str(planted["config"]), f"output_dir={out}",
+                             *overrides], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    target = out / "checkpoints" / "step-0000004"  # early: the rest (8 steps, 4 evaluations) outlasts the poll
+    deadline = time.time() + 300
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    assert (out / "evals" / "baseline.json").is_file()
+
+    resumed = train(load_train_config(planted["config"], [f"output_dir={out}", *overrides]), resume=True,
+                    show_progress=False)
+    assert resumed.status == "completed"
+    a, b = _manifest(whole.run_dir)["in_training_gate"], _manifest(out)["in_training_gate"]
+    assert [(v["step"], v["decision"]) for v in a["verdicts"]] == [(v["step"], v["decision"]) for v in b["verdicts"]]
+    assert a["output"]["step"] == b["output"]["step"] and b["output"]["from"] == "snapshots/gate-passed"
+    assert b["baseline"]["source"] == a["baseline"]["source"] or "run folder" in b["baseline"]["source"]
+    wa = load_file(str(whole.run_dir / "model" / "model.safetensors"))
+    wb = load_file(str(out / "model" / "model.safetensors"))
+    assert set(wa) == set(wb) and all(torch.equal(wa[k], wb[k]) for k in wa), "the kept models differ"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+
+import pytest
 
 from prefgate.demo.choose import choose
 from prefgate.demo.settings import LR_CHOICE, settings_for
@@ -21,3 +24,28 @@ def test_the_shipped_rate_is_what_the_rule_gives_on_the_recorded_dev_runs():
     for lr, scores in dev.items():
         assert LR_CHOICE["dev"][f"{lr:g}"] == {"mean": round(statistics.mean(scores), 4), "n_runs": len(scores)}
     assert LR_CHOICE["split"] == "dev" and "test" not in LR_CHOICE["rule"]
+
+
+@pytest.mark.slow
+def test_choose_lr_runs_the_grid_on_dev_only_and_records_its_choice(tmp_path):
+    """`prefgate demo --choose-lr` end to end on a small grid (quick settings): every score it looks at is a dev
+    score, seeds are repeated only near the best, and the record's choice is the rule's."""
+    from prefgate.demo.choose import run_choice
+
+    said: list[str] = []
+    record = run_choice(tmp_path / "choice", grid=(1e-4, 1e-3), seeds=(0, 1), quick=True, say=said.append)
+    assert json.loads((tmp_path / "choice" / "lr_choice.json").read_text()) == json.loads(json.dumps(record))
+    evals = sorted(p.name for p in (tmp_path / "choice" / "evals").glob("*.json"))
+    assert evals and all("test" not in name for name in evals)  # the test suite was never evaluated
+    assert {(r["lr"], r["seed"], r["loss"]) for r in record["runs"]} >= {(lr, 0, loss) for lr in (1e-4, 1e-3)
+                                                                          for loss in ("dpo", "dpop")}
+    first = {lr: statistics.mean(r["dev"] for r in record["runs"] if r["lr"] == lr and r["seed"] == 0)
+             for lr in (1e-4, 1e-3)}
+    for lr in (1e-4, 1e-3):
+        repeated = any(r["lr"] == lr and r["seed"] == 1 for r in record["runs"])
+        assert repeated == (100 * (max(first.values()) - first[lr]) <= 5.0)
+    dev: dict[float, list[float]] = {}
+    for r in record["runs"]:
+        dev.setdefault(r["lr"], []).append(r["dev"])
+    assert record["chosen"] == choose(dev) and record["split"] == "dev" and 0 < record["sft_dev"] <= 1
+    assert len(said) == len(record["runs"])

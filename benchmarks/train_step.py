@@ -2,9 +2,11 @@
 
 The peer, measured in the same run on the same model, data, batch and optimizer, is the floor: a
 hand-written loop doing only the concatenated forward, the DPO loss, backward and AdamW step, with no
-reference model (prefgate's run uses a frozen reference copy, logging, metrics and the memory probe, and
-its `forward`: `auto`, i.e. prefix-shared, by default). Each side runs in its own subprocess, so peak RSS
-is its own.
+reference model (prefgate's run uses its defaults: logging, metrics, the memory probe, the collapse monitor's
+probe, `forward: auto`, i.e. prefix-shared, and `reference.strategy: auto`, which since issue 17 scores the
+reference once before step 1, outside the timed steps but inside `wall_s`; BENCHMARKS.md's rows for issues 4
+and 9 were taken with a frozen reference copy forwarded every step). Each side runs in its own subprocess, so
+peak RSS is its own.
 
     .venv/bin/python benchmarks/train_step.py [--steps 30] [--hidden 256] [--layers 4] [--forward concatenated]
 """

@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/vs_trl.py            # ~55M-parameter Llama, CPU, fp32 (about 15 min on 2 cores)
     .venv/bin/python benchmarks/vs_trl.py --quick    # small config, a smoke test in under a minute
     .venv/bin/python benchmarks/vs_trl.py --device cuda --dtype bf16 --config 0.5b   # on a GPU
+    .venv/bin/python benchmarks/vs_trl.py --shapes long-1024 --reference policy --trl-precompute --steps 1
+                                                     # whole-process memory against both TRL answers (issue 17)
 
 One invocation builds, with a fixed seed, a randomly initialised Llama-style policy and a second one as the
 frozen reference (another seed, so the step-0 loss is not the trivial log 2), a word-level tokenizer (one
@@ -12,6 +14,19 @@ for the memory comparison). Each run happens in a fresh subprocess, alternating
 prefgate and TRL (A B A B ...), so neither pollutes the other's memory figures, and each processes the same
 pairs in the same order (TRL with `train_sampling_strategy="sequential"`), with the same batch size, AdamW,
 learning rate, constant schedule, gradient clipping at 1.0, one untimed warm-up step, then `--steps` timed.
+
+The reference (`--reference`):
+- `other` (default): the second model, live on both sides (prefgate `reference.strategy: model`, TRL
+  `ref_model=` it), so the step-0 losses can be compared with a float64 yardstick.
+- `policy`: the initial policy, as both trainers take it when given one model, each with its default:
+  prefgate `reference.strategy: auto` (full fine-tuning: the policy is scored once before step 1 and no copy
+  is made), TRL `ref_model=None` (it loads a frozen copy). `--trl-precompute` adds a third side, TRL with
+  `precompute_ref_log_probs=True` (TRL's own answer: it scores the data with the policy in its constructor and
+  keeps no reference model), alternating A B C. The step-0 loss is then log 2 on every side.
+A reference pass made before step 1 (prefgate's precomputed table, in a fresh cache folder per run so that
+nothing is reused; TRL's `_precompute_ref_logps`) is timed, and "pairs/s, reference pass counted" spreads it
+over the batches it scored (the data holds exactly the warm-up and timed batches): batch size / (median step
++ pass seconds / batches).
 
 What is timed, per optimizer step:
 - TRL: from `on_step_begin` to `on_step_end` of a `TrainerCallback`, i.e. `training_step` (policy forward
@@ -25,8 +40,10 @@ What is timed, per optimizer step:
 Reported per shape: pairs/s (batch size / median step time over all rounds) and the ratio, the same per
 CPU-second of the process (`time.process_time`, insensitive to a neighbour's load), tokens/s (data
 tokens: 2P + |yw| + |yl| per pair, the same count for both), the tokens each side actually ran, peak RSS of
-the whole child process and the peak above the RSS at the first step (Linux `clear_refs`), peak CUDA memory
-on GPU, and both step-0 losses (the loss of the first batch before any update), which must agree.
+the whole child process (set-up, reference pass and steps: the larger of the kernel's high-water mark before
+it is reset after the warm-up step and the one after) and the peak above the RSS at the first step (Linux
+`clear_refs`), peak CUDA memory on GPU, and the step-0 losses (the loss of the first batch before any
+update), which must agree.
 """
 
 from __future__ import annotations
@@ -162,15 +179,19 @@ def run_prefgate(args) -> dict:
     from prefgate.train.batches import collate
 
     device = torch.device(args.device)
-    overrides = {"model": {"name_or_path": args.model, "attn_implementation": args.attn},
+    reference = {"strategy": "model", "model": args.ref} if args.reference == "other" else {  # a fresh cache: no reuse
+        "strategy": "auto", "cache_dir": str(Path(args.data).parent / f"prefgate-cache-{os.getpid()}")}
+    overrides = {"model": {"name_or_path": args.model, "attn_implementation": args.attn,
+                           "gradient_checkpointing": args.child == "prefgate-ckpt"},
                  "data": {"train": args.data, "max_length": 4096},
-                 "loss": {"type": "dpo", "beta": BETA}, "reference": {"strategy": "model", "model": args.ref},
+                 "loss": {"type": "dpo", "beta": BETA}, "reference": reference,
                  "optim": {"lr": LR, "weight_decay": 0.0, "schedule": "constant", "warmup_steps": 0,
                            "max_grad_norm": 1.0},
                  "batch_size": args.batch_size, "max_steps": args.steps + 1, "precision": args.dtype, "seed": 0,
                  "output_dir": str(Path(args.data).parent / "prefgate-out"), "memory_probe": False,
-                 "forward": args.forward, "pack_tokens": args.pack_tokens}
+                 "forward": args.forward, "pack_tokens": args.pack_tokens, "monitor": {"signal": args.monitor}}
     run = loop._set_up(load_train_config(None, [], **overrides), False, "benchmark: synthetic pairs", False)
+    reference_pass = sum(c["seconds"] for c in run.reference.detail.get("cache", {}).values() if not c["reused"])
     run.schedule = Sequential(run.schedule.n_examples, args.batch_size, 1, 1, 0)
     times, cpu_times, loss0, baseline = [], [], None, 0.0
     for step in range(1, args.steps + 2):
@@ -194,7 +215,8 @@ def run_prefgate(args) -> dict:
         shared = run.forward.mode == "prefix_shared"
         ran += batch.layout(args.pack_tokens).n_tokens if shared else batch.input_ids.numel()
     return {"times": times, "cpu_times": cpu_times, "loss0": loss0, "ran_tokens": ran,
-            "forward": f"{run.forward.mode}: {run.forward.reason}", **memory}
+            "forward": f"{run.forward.mode}: {run.forward.reason}", "reference_pass_s": reference_pass,
+            "reference": f"{run.reference.strategy} ({run.reference.detail['why']})", **memory}
 
 
 class Sequential:
@@ -231,18 +253,19 @@ def run_float64(args) -> dict:
         out = torch.zeros(len(rows), 2, dtype=torch.float64)
         for i, roles in enumerate(rows):
             for r, (prompt, completion) in enumerate(roles):
-                ids = torch.tensor([prompt + completion])
+                ids = torch.tensor([prompt + completion], device=args.device)
                 logits = model(input_ids=ids, use_cache=False).logits[0, :-1].double()
                 token = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None]).squeeze(1)
-                out[i, r] = token[len(prompt) - 1:].sum()
+                out[i, r] = token[len(prompt) - 1:].sum().cpu()
         return out
 
-    policy, reference = (load_causal_lm(p).double().eval() for p in (args.model, args.ref))
+    policy, reference = (load_causal_lm(p).double().to(args.device).eval() for p in (args.model, args.ref))
     margin = (logps(policy) - logps(reference)) @ torch.tensor([1.0, -1.0], dtype=torch.float64)
     return {"loss0": float(-torch.nn.functional.logsigmoid(BETA * margin).mean())}
 
 
-def run_trl(args) -> dict:
+def run_trl(args, precompute: bool = False) -> dict:
+    """TRL's DPOTrainer with its defaults; `precompute`: with `precompute_ref_log_probs=True`."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -250,7 +273,8 @@ def run_trl(args) -> dict:
 
     device = torch.device(args.device)
     records = [json.loads(line) for line in open(args.data, encoding="utf-8")]
-    state = {"times": [], "cpu_times": [], "t0": 0.0, "c0": 0.0, "loss0": None, "ran": 0, "baseline": 0.0}
+    state = {"times": [], "cpu_times": [], "t0": 0.0, "c0": 0.0, "loss0": None, "ran": 0, "baseline": 0.0,
+             "reference_pass_s": 0.0}
 
     class Timer(TrainerCallback):
         def on_step_begin(self, _args, s, _control, **_kw):
@@ -267,7 +291,13 @@ def run_trl(args) -> dict:
                 state["times"].append(time.perf_counter() - state["t0"])
                 state["cpu_times"].append(time.process_time() - state["c0"])
 
-    class Recorder(DPOTrainer):  # records the first loss and the tokens the model ran; computes nothing extra
+    class Recorder(DPOTrainer):  # records the first loss, the tokens the model ran and the reference pass's time
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            t0 = time.perf_counter()
+            out = super()._precompute_ref_logps(dataset, name, batch_size)
+            state["reference_pass_s"] += time.perf_counter() - t0
+            return out
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if state["loss0"] is None:
@@ -281,14 +311,20 @@ def run_trl(args) -> dict:
                        weight_decay=0.0, max_grad_norm=1.0, beta=BETA, max_length=None, logging_steps=1,
                        save_strategy="no", report_to=[], seed=0, use_cpu=device.type == "cpu",
                        bf16=args.dtype == "bf16", train_sampling_strategy="sequential", dataloader_num_workers=0,
-                       disable_tqdm=True)
+                       disable_tqdm=True, precompute_ref_log_probs=precompute, use_liger_kernel=args.trl_liger)
+    # --reference policy: no ref_model, so TRL makes its own (a frozen copy by default; none when precomputing)
+    ref_model = AutoModelForCausalLM.from_pretrained(args.ref, dtype=torch.float32) \
+        if args.reference == "other" else None
     trainer = Recorder(model=AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32),
-                       ref_model=AutoModelForCausalLM.from_pretrained(args.ref, dtype=torch.float32), args=config,
-                       train_dataset=Dataset.from_list(records), callbacks=[Timer()],
-                       processing_class=AutoTokenizer.from_pretrained(args.model))
+                       ref_model=ref_model, args=config, train_dataset=Dataset.from_list(records),
+                       callbacks=[Timer()], processing_class=AutoTokenizer.from_pretrained(args.model))
+    del ref_model  # the trainer holds it when it needs it
+    held = trainer.ref_model is not None
     trainer.train()
     return {"times": state["times"], "cpu_times": state["cpu_times"], "loss0": state["loss0"],
-            "ran_tokens": state["ran"], "forward": "trl", **_memory(device, state["baseline"])}
+            "ran_tokens": state["ran"], "forward": "trl", "reference_pass_s": state["reference_pass_s"],
+            "reference": f"{'precomputed' if precompute else 'live'} (ref_model held: {held})",
+            **_memory(device, state["baseline"])}
 
 
 # -- parent: alternate the sides, aggregate, print ----------------------------------------------------------
@@ -297,7 +333,8 @@ def run_trl(args) -> dict:
 def child(side: str, args, model: Path, ref: Path, data: Path, pack_tokens: int | None) -> dict:
     cmd = [sys.executable, __file__, "--child", side, "--model", str(model), "--ref", str(ref), "--data", str(data),
            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device,
-           "--dtype", args.dtype, "--threads", str(args.threads), "--attn", args.attn, "--forward", args.forward]
+           "--dtype", args.dtype, "--threads", str(args.threads), "--attn", args.attn, "--forward", args.forward,
+           "--reference", args.reference, "--monitor", args.monitor] + (["--trl-liger"] if args.trl_liger else [])
     if pack_tokens is not None:
         cmd += ["--pack-tokens", str(pack_tokens)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
@@ -321,52 +358,82 @@ def data_tokens(data: Path, steps: int, batch_size: int) -> tuple[int, int]:
     return concatenated, floor
 
 
-def summarise(name: str, runs: dict, tokens: int, pairs: int, batch_size: int) -> dict:
+def summarise(name: str, runs: dict, tokens: int, pairs: int, batch_size: int, batches: int) -> dict:
     """Per side: rates from the median step time over every timed step of every round (the same batches on
-    both sides), so one step slowed by a neighbour on a shared machine does not move the figure; memory is
-    the worst round's."""
+    both sides), so one step slowed by a neighbour on a shared machine does not move the figure; a reference
+    pass before step 1 (mean over rounds) is spread over the `batches` it scored; memory is the worst round's."""
     out = {}
     for side, results in runs.items():
         step = statistics.median(t for r in results for t in r["times"])
         cpu_step = statistics.median(t for r in results for t in r["cpu_times"])
+        reference_pass = statistics.mean(r["reference_pass_s"] for r in results)
         out[side] = {"pairs_per_s": batch_size / step, "tokens_per_s": batch_size / step * tokens / pairs,
+                     "pairs_per_s_with_pass": batch_size / (step + reference_pass / batches),
                      "pairs_per_cpu_s": batch_size / cpu_step, "median_step_s": step,
+                     "reference_pass_s": reference_pass, "reference": results[0]["reference"],
                      "ran_tokens": results[0]["ran_tokens"], "loss0": results[0]["loss0"],
                      **{k: max(r[k] for r in results) for k in results[0] if k.endswith("_mb")}}
     return {"shape": name, **out}
 
 
+PEERS = {"trl": "TRL 1.16", "trl-precompute": "TRL precomp."}
+OURS = {"prefgate": "prefgate", "prefgate-ckpt": "pg + ckpt"}
+ROWS = [("pairs/s", "pairs_per_s", "{:.3f}"), ("pairs/s, ref. pass counted", "pairs_per_s_with_pass", "{:.3f}"),
+        ("pairs per CPU-second", "pairs_per_cpu_s", "{:.3f}"), ("data tokens/s", "tokens_per_s", "{:.0f}"),
+        ("median step (s)", "median_step_s", "{:.2f}"), ("reference pass (s)", "reference_pass_s", "{:.1f}"),
+        ("tokens run per step", "ran_tokens", "{:.0f}"), ("peak RSS, process (MiB)", "peak_rss_mb", "{:.0f}"),
+        ("peak RSS, steps (MiB)", "step_peak_rss_mb", "{:.0f}"), ("RSS at step 1 (MiB)", "rss_at_start_mb", "{:.0f}")]
+
+
+def _ratio(x: float, y: float) -> str:
+    return f"{x / y:.2f}x" if y else "-"
+
+
 def report(summary: dict, args) -> None:
-    a, b = summary["prefgate"], summary["trl"]
+    """A column per side, then the ratio of each of prefgate's sides (with and without activation
+    checkpointing) to each peer."""
+    ours = [side for side in OURS if side in summary]
+    peers = [side for side in PEERS if side in summary]
+    names = {**OURS, **PEERS}
+    pairs = [(o, p) for o in ours for p in peers]
     print(f"\n## {summary['shape']}")
-    print(f"{'':28}{'prefgate':>14}{'TRL 1.16':>14}{'ratio':>9}")
-    rows = [("pairs/s", "pairs_per_s", "{:.3f}"), ("pairs per CPU-second", "pairs_per_cpu_s", "{:.3f}"),
-            ("data tokens/s", "tokens_per_s", "{:.0f}"),
-            ("median step (s)", "median_step_s", "{:.2f}"), ("tokens run per step", "ran_tokens", "{:.0f}"),
-            ("peak RSS, process (MiB)", "peak_rss_mb", "{:.0f}"),
-            ("peak RSS, steps (MiB)", "step_peak_rss_mb", "{:.0f}"),
-            ("RSS at step 1 (MiB)", "rss_at_start_mb", "{:.0f}")]
-    if "peak_cuda_mb" in a:
-        rows.append(("peak CUDA (MiB)", "peak_cuda_mb", "{:.0f}"))
+    print(f"{'':28}" + "".join(f"{names[side]:>14}" for side in ours + peers)
+          + "".join(f"{names[o] + ' / ' + names[p]:>26}" for o, p in pairs))
+    rows = ROWS + ([("peak CUDA (MiB)", "peak_cuda_mb", "{:.0f}")] if "peak_cuda_mb" in summary["prefgate"] else [])
     for label, key, fmt in rows:
-        x, y = a[key], b[key]
-        if key == "ran_tokens":
-            x, y = x / args.steps, y / args.steps
-        print(f"{label:28}{fmt.format(x):>14}{fmt.format(y):>14}{x / y:>8.2f}x")
-    gap = abs(a["loss0"] - b["loss0"])
-    print(f"{'step-0 loss':28}{a['loss0']:>14.7f}{b['loss0']:>14.7f}   |diff| {gap:.1e}")
+        scale = 1 / args.steps if key == "ran_tokens" else 1
+        print(f"{label:28}" + "".join(f"{fmt.format(summary[side][key] * scale):>14}" for side in ours + peers)
+              + "".join(f"{_ratio(summary[o][key], summary[p][key]):>26}" for o, p in pairs))
+    print(f"{'step-0 loss':28}" + "".join(f"{summary[side]['loss0']:>14.7f}" for side in ours + peers)
+          + "".join(f"{'|diff| ' + format(abs(summary[o]['loss0'] - summary[p]['loss0']), '.1e'):>26}"
+                    for o, p in pairs))
     if "loss0_float64" in summary:
         exact = summary["loss0_float64"]
-        print(f"{'  float64 yardstick':28}{exact:>14.7f}   |prefgate - it| {abs(a['loss0'] - exact):.1e}, "
-              f"|TRL - it| {abs(b['loss0'] - exact):.1e}")
-    if "mfu" in a:
-        print(f"{'MFU (8 x params x min tokens)':28}{a['mfu']:>14.1%}{b['mfu']:>14.1%}")
+        gaps = ", ".join(f"|{names[side]} - it| {abs(summary[side]['loss0'] - exact):.1e}" for side in ours + peers)
+        print(f"{'  float64 yardstick':28}{exact:>14.7f}   {gaps}")
+    for side in ours + peers:
+        print(f"{'  reference, ' + names[side]:28}{summary[side]['reference']}")
+    if "mfu" in summary["prefgate"]:
+        print(f"{'MFU (8 x params x min tokens)':28}{summary['prefgate']['mfu']:>14.1%}{summary['trl']['mfu']:>14.1%}")
+    _targets(summary, args)
+
+
+def _targets(summary: dict, args) -> None:
+    a, b = summary["prefgate"], summary["trl"]
     target = TARGETS.get((summary["shape"], args.device))
     if target is not None:
         speed, memory = a["pairs_per_s"] / b["pairs_per_s"], a["peak_rss_mb"] / b["peak_rss_mb"]
         verdict = "pass" if speed >= target and memory <= 1.0 else "MISS"
         print(f"{'target (issue 9)':28}pairs/s >= {target}x TRL and peak RSS <= TRL: {verdict} "
               f"({speed:.2f}x, {memory:.2f}x)")
+    if "trl-precompute" not in summary:
+        return
+    for side in (s for s in OURS if s in summary):
+        to_default = summary[side]["peak_rss_mb"] / b["peak_rss_mb"]
+        to_precomputed = summary[side]["peak_rss_mb"] / summary["trl-precompute"]["peak_rss_mb"]
+        first, second = ("pass" if ok else "MISS" for ok in (to_default <= 0.6, to_precomputed <= 1.0))
+        print(f"{'target (issue 17), ' + OURS[side]:30} peak RSS of the process <= 0.6x TRL: {first} "
+              f"({to_default:.2f}x); <= TRL precomputed: {second} ({to_precomputed:.2f}x)")
 
 
 def add_mfu(summary: dict, n_params: int, min_tokens_per_pair: float, peak_flops: float) -> None:
@@ -385,7 +452,9 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        result = {"prefgate": run_prefgate, "trl": run_trl, "float64": run_float64}[args.child](args)
+        sides = {"prefgate": run_prefgate, "prefgate-ckpt": run_prefgate, "trl": run_trl, "float64": run_float64,
+                 "trl-precompute": lambda a: run_trl(a, precompute=True)}
+        result = sides[args.child](args)
         print("RESULT " + json.dumps(result), flush=True)
         return
     config = CONFIGS["quick" if args.quick else args.config]
@@ -394,25 +463,33 @@ def main() -> None:
         tmp = Path(tmp)
         model, ref = tmp / "policy", tmp / "reference"
         n_params = build_model(config, 0, model)
-        build_model(config, 1, ref)
-        for d in (model, ref):
-            build_tokenizer(config["vocab_size"], d)
+        if args.reference == "policy":
+            ref = model
+        else:
+            build_model(config, 1, ref)
+            build_tokenizer(config["vocab_size"], ref)
+        build_tokenizer(config["vocab_size"], model)
         print(f"# prefgate vs TRL 1.16 DPOTrainer: Llama {n_params / 1e6:.1f}M parameters "
               f"({config['num_hidden_layers']} layers, hidden {config['hidden_size']}, vocab {config['vocab_size']}), "
-              f"batch {args.batch_size} pairs, {args.steps} timed steps after 1 warm-up, {args.rounds} rounds A B, "
-              f"{args.device} {args.dtype}, {args.threads} threads, pack_tokens {args.pack_tokens}")
+              f"batch {args.batch_size} pairs, {args.steps} timed steps after 1 warm-up, {args.rounds} rounds "
+              f"{'A B C' if args.trl_precompute else 'A B'}, "
+              f"{args.device} {args.dtype}, {args.threads} threads, pack_tokens {args.pack_tokens}, reference "
+              f"{args.reference}, prefgate monitor.signal {args.monitor}, TRL Liger kernels {args.trl_liger}")
         print(f"# machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
         for name, shape in ((k, v) for k, v in shapes.items() if k in args.shapes):
             data = tmp / f"{name}.jsonl"
             synth_pairs(data, (args.steps + 1) * args.batch_size, shape, config["vocab_size"], seed=0)
-            runs = {"prefgate": [], "trl": []}
+            runs = {"prefgate": [], **({"prefgate-ckpt": []} if args.ckpt_side else {}), "trl": [],
+                    **({"trl-precompute": []} if args.trl_precompute else {})}
             for _ in range(args.rounds):
-                runs["prefgate"].append(child("prefgate", args, model, ref, data, args.pack_tokens))
-                runs["trl"].append(child("trl", args, model, ref, data, None))
+                for side in runs:
+                    runs[side].append(child(side, args, model, ref, data, args.pack_tokens if "prefgate" in side
+                                            else None))
             pairs = args.steps * args.batch_size
             tokens, floor = data_tokens(data, args.steps, args.batch_size)
-            summary = summarise(name, runs, tokens, pairs, args.batch_size)
-            summary["loss0_float64"] = child("float64", args, model, ref, data, None)["loss0"]
+            summary = summarise(name, runs, tokens, pairs, args.batch_size, args.steps + 1)
+            if args.reference == "other":  # with the policy as its own reference the step-0 loss is log 2 exactly
+                summary["loss0_float64"] = child("float64", args, model, ref, data, None)["loss0"]
             if args.device == "cuda":
                 add_mfu(summary, n_params, floor / pairs, args.peak_tflops * 1e12)
             print(f"# {runs['prefgate'][0]['forward']}")
@@ -436,11 +513,26 @@ def parse_args():
     p.add_argument("--pack-tokens", type=int, default=None, help="prefgate: pack pairs into rows of this many tokens")
     p.add_argument("--forward", choices=["prefix_shared", "concatenated", "auto"], default="prefix_shared",
                    help="prefgate's forward (concatenated: the same loop on TRL's layout)")
+    p.add_argument("--reference", choices=["other", "policy"], default="other",
+                   help="other: a second model, live on both sides; policy: the initial policy, each trainer's "
+                   "default way (prefgate auto: precomputed; TRL: a frozen copy)")
+    p.add_argument("--trl-precompute", action="store_true",
+                   help="add TRL with precompute_ref_log_probs=True as a third side (with --reference policy: TRL "
+                   "keeps no reference model)")
+    p.add_argument("--ckpt-side", action="store_true",
+                   help="add prefgate with model.gradient_checkpointing: true as a side (TRL 1.16's default is "
+                   "gradient_checkpointing=True; prefgate's is false)")
+    p.add_argument("--monitor", choices=["after_diff", "mean"], default="after_diff",
+                   help="prefgate's monitor.signal: after_diff (the default) builds the collapse monitor's shift "
+                   "probe at set-up; mean builds none (TRL has no such probe)")
+    p.add_argument("--trl-liger", action="store_true",
+                   help="TRL with Liger's kernels (use_liger_kernel=True: RMSNorm, RoPE, SwiGLU; needs liger-kernel)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in each run (default: all)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak, for MFU (H100 SXM: 989)")
-    p.add_argument("--child", choices=["prefgate", "trl", "float64"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["prefgate", "prefgate-ckpt", "trl", "trl-precompute", "float64"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--ref", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)

@@ -7,6 +7,7 @@ green CI means the browser, terminal and real-data tests ran.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +25,8 @@ NEEDS = {
     "chromium": (lambda: CHROMIUM.exists(), "needs Debian's chromium (apt-get install -y chromium)"),
     "tmux": (lambda: shutil.which("tmux") is not None, "tmux is not installed (CI: apt-get install -y tmux)"),
     "hh_data": (lambda: HH_TEST.exists(), f"{HH_TEST} is not beside the repository"),
+    "mlflow": (lambda: importlib.util.find_spec("mlflow") is not None,
+               "mlflow is not installed (the test extra installs mlflow-skinny)"),
 }
 
 
@@ -36,6 +39,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"CI=true, so this end-to-end test may not skip: {reason}", pytrace=False)
             pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _own_prefgate_home(monkeypatch, tmp_path_factory) -> None:
+    """Every test gets its own PREFGATE_HOME, so nothing lands in the working tree's .prefgate (the trainer's
+    reference cache, the eval cache) and no test reads what another, or a user, left there. A test that needs
+    another home sets it again."""
+    monkeypatch.setenv("PREFGATE_HOME", str(tmp_path_factory.mktemp("home")))
 
 
 @pytest.fixture(scope="session")

@@ -102,3 +102,45 @@ def test_train_stops_on_a_bad_config_before_loading_any_model(tmp_path, runner, 
     result = runner.invoke(app, ["train", str(path)])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {path}: field 'loss': hyperparameter 'beta' must be > 0, got 0"
+
+
+def test_trl_loss_names_are_accepted_where_the_math_is_ours(tmp_path):
+    from prefgate.losses import LossType
+
+    cfg = _load(tmp_path, BASE + "loss: {type: sigmoid, beta: 0.2}\n")
+    assert cfg.loss.type is LossType.DPO and cfg.loss.hyperparameters == {"beta": 0.2}
+    with pytest.raises(InputError) as err:
+        _load(tmp_path, BASE + "loss: {type: sppo_hard}\n")
+    assert str(err.value).startswith(f"{tmp_path / 'c.yaml'}: field 'loss.type': TRL's loss_type 'sppo_hard' has no "
+                                     "equivalent here: SPPO (Wu et al. 2024)")
+    with pytest.raises(InputError, match=r"unknown loss type 'dpx'; expected one of: dpo, .* \(or TRL's 'sigmoid'"):
+        _load(tmp_path, BASE + "loss: {type: dpx}\n")
+
+
+FIFTEEN_MISTAKES = """\
+model: {name_or_path: /no/such/model, tokenizr: x}
+data: {train: /no/such/data.jsonl, max_length: 1, skip_invalid: maybe}
+loss: {type: sigmoid, beta: 0, gamma: 1}
+lora: {r: 0, dropout: 1.5, target_modules: 7}
+optim: {lr: -1, schedule: cosine_with_restarts, warmup_steps: -2}
+batch_size: 0
+precision: bf17
+epochs: 0
+learning_rate: 1.0e-6
+"""
+
+
+def test_train_reports_every_config_error_at_once(tmp_path, runner):
+    path = tmp_path / "c.yaml"
+    path.write_text(FIFTEEN_MISTAKES)
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert all(line.startswith(f"error: {path}: field '") for line in lines)
+    fields = [line.split("field '")[1].split("'")[0] for line in lines]
+    assert fields == ["model.tokenizr", "data.max_length", "data.skip_invalid", "loss", "loss", "lora.r",
+                      "lora.dropout", "lora.target_modules", "optim.lr", "optim.schedule", "optim.warmup_steps",
+                      "batch_size", "epochs", "precision", "learning_rate"]
+    assert f"error: {path}: field 'loss': hyperparameter 'beta' must be > 0, got 0" in lines
+    assert f"error: {path}: field 'lora.target_modules': Input should be a valid list, or Input should be " \
+           "'all-linear'" in lines

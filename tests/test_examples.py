@@ -44,6 +44,15 @@ def test_train_examples_point_at_data_that_loads(path, monkeypatch):
         assert key in cfg.loss.type.defaults and value is not None
 
 
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("train_*.yaml")), ids=lambda p: p.name)
+def test_train_examples_data_holds_two_global_batches(path, monkeypatch):
+    """`prefgate train examples/train_X.yaml` must train as shipped: fewer examples than one global batch
+    (batch_size x grad_accumulation, one process) is an error (tests/e2e/test_docs_commands.py trains them)."""
+    monkeypatch.chdir(EXAMPLES.parent)
+    cfg = load_train_config(path)
+    assert len(read_dataset(cfg.data.train)) >= 2 * cfg.batch_size * cfg.grad_accumulation
+
+
 @pytest.mark.parametrize("path", sorted((EXAMPLES / "data").glob("*.jsonl")), ids=lambda p: p.name)
 def test_example_data_is_valid(path):
     assert len(read_dataset(path)) > 0

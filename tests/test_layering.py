@@ -28,7 +28,7 @@ SRC = Path(prefgate.__file__).resolve().parent
 
 LAYERS = {
     "__init__": 0, "errors": 0, "console": 0, "yamlio": 0, "stats": 0, "chat": 0, "losses": 0, "config": 0,
-    "tiny": 0, "reportio": 0, "jsonio": 0, "hub": 0,
+    "tiny": 0, "reportio": 0, "jsonio": 0, "hub": 0, "trlconfig": 0,
     "data": 1,
     "lm": 2,
     "audit": 3, "label": 3, "pairs": 3, "train": 3, "eval": 3, "gate": 3, "registry": 3, "diagnose": 3,

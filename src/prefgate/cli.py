@@ -20,6 +20,7 @@ from prefgate.commands import pairs as pairs_commands
 from prefgate.commands import registry as registry_commands
 from prefgate.commands import sweep as sweep_commands
 from prefgate.commands import train as train_commands
+from prefgate.commands.jsonout import JsonCommand
 
 app = typer.Typer(
     name="prefgate",
@@ -32,12 +33,12 @@ data_commands.app.command("filter")(audit_commands.data_filter)
 app.add_typer(data_commands.app, name="data")
 app.add_typer(pairs_commands.app, name="pairs")
 app.add_typer(label_commands.app, name="label")
-app.command("audit")(audit_commands.audit)
+app.command("audit", cls=JsonCommand)(audit_commands.audit)
 app.command("train")(train_commands.train)
 app.add_typer(eval_commands.app, name="eval")
-app.command("gate")(gate_commands.gate)
+app.command("gate", cls=JsonCommand)(gate_commands.gate)
 app.add_typer(registry_commands.app, name="registry")
-app.command("diagnose")(diagnose_commands.diagnose)
+app.command("diagnose", cls=JsonCommand)(diagnose_commands.diagnose)
 app.command("sweep")(sweep_commands.sweep)
 app.command("merge")(train_commands.merge)
 app.command("demo")(demo_commands.demo)

@@ -7,15 +7,17 @@ overrides)` reads YAML and applies `key.sub=value` overrides from the command li
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from prefgate.errors import InputError
+from prefgate.errors import InputError, InputErrors
 from prefgate.losses import LossType
-from prefgate.yamlio import load_yaml, read_yaml_mapping, validated
+from prefgate.yamlio import load_yaml, read_yaml_mapping, validation_errors
 
 
 class Strict(BaseModel):
@@ -28,6 +30,10 @@ class ModelConfig(Strict):
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="The weights' dtype as loaded and trained (policy and reference.model). bfloat16: "
+        "pure bf16 weights, gradients and AdamW state, half the memory of float32, no float32 master copy; "
+        "`precision` adds autocast on top. Log-probs are computed in float32 either way.")
 
 
 class DataConfig(Strict):
@@ -41,28 +47,79 @@ class DataConfig(Strict):
                                "labels against them and stops below 80% agreement.")
 
 
+# TRL 1.16's `loss_type` names, as `loss.type`. Accepted where TRL computes the same per-example loss as ours
+# (tests/test_losses.py compares each with TRL's own code); `ipo`, `hinge`, `robust`, `sft`, `kto` and `simpo` are
+# our names already (docs/losses.md, "Coming from TRL", has the table and the small differences).
+TRL_LOSS_ALIASES = {"sigmoid": LossType.DPO}
+
+# TRL names refused, each with why: no prefgate loss computes the same thing.
+TRL_LOSS_REFUSED = {
+    "sigmoid_norm": "DPO on mean per-token log-ratios; prefgate's dpo uses summed log-ratios (ipo and simpo are "
+                    "the length-normalised losses here)",
+    "exo_pair": "EXO (Ji et al. 2024), a reverse-KL objective over the pair",
+    "nca_pair": "NCA (Chen et al. 2024) scores each answer against the reference alone, not the pair's margin",
+    "bco_pair": "BCO's pairwise form: separate sigmoids of each side's log-ratio, not a margin",
+    "sppo_hard": "SPPO (Wu et al. 2024), hard labels: squared distance of each side's log-ratio to +-1/(2*beta)",
+    "aot": "AOT (Melnyk et al. 2024) sorts the log-ratios across the batch, so a pair's loss depends on the others",
+    "aot_unpaired": "AOT (Melnyk et al. 2024) sorts the log-ratios across the batch, so a pair's loss depends on "
+                    "the others",
+    "apo_zero": "APO-zero (D'Oosterlinck et al. 2024): separate sigmoids of the chosen and rejected log-ratios",
+    "apo_down": "APO-down (D'Oosterlinck et al. 2024): lowers both answers, the rejected more",
+    "discopop": "DiscoPOP (Lu et al. 2024), a blend of the logistic and exponential losses",
+}
+
+
+def loss_type_from_name(name: str) -> LossType:
+    """The `LossType` of a `loss.type` value: our name, or TRL's name for the same loss. Anything else raises a
+    ValueError: a TRL name with other math says why, an unknown name lists the valid ones."""
+    if name in TRL_LOSS_ALIASES:
+        return TRL_LOSS_ALIASES[name]
+    valid = ", ".join(t.value for t in LossType)
+    if name in TRL_LOSS_REFUSED:
+        raise ValueError(f"TRL's loss_type '{name}' has no equivalent here: {TRL_LOSS_REFUSED[name]} (prefgate's "
+                         f"losses: {valid})")
+    try:
+        return LossType(name)
+    except ValueError:
+        raise ValueError(f"unknown loss type {name!r}; expected one of: {valid} (or TRL's 'sigmoid', which is "
+                         "'dpo')") from None
+
+
 class LossConfig(Strict):
-    """`type` plus that loss's hyperparameters; `LossType.defaults` is the one source of defaults."""
+    """`type` plus that loss's hyperparameters; `LossType.defaults` is the one source of defaults.
+
+    `type` also takes TRL's `loss_type` name where TRL computes the same loss (`TRL_LOSS_ALIASES`); a TRL name
+    with other math is refused with the reason (`TRL_LOSS_REFUSED`)."""
 
     model_config = ConfigDict(extra="allow")
     type: LossType = LossType.DPO
 
-    @model_validator(mode="after")
-    def _known_hyperparameters(self) -> LossConfig:
-        allowed = self.type.defaults
-        unknown = sorted(set(self.model_extra or {}) - set(allowed))
-        if unknown:
-            names = ", ".join(allowed) or "none"
-            raise ValueError(f"unknown hyperparameter(s) {unknown} for loss '{self.type.value}' (it takes: {names})")
-        return self
+    @field_validator("type", mode="before")
+    @classmethod
+    def _trl_names(cls, value: Any) -> Any:
+        return loss_type_from_name(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _hyperparameter_values(self) -> LossConfig:
-        """Each given value has its default's type (a float: any finite number) and `beta` is positive."""
+    def _hyperparameters_known_and_valid(self) -> LossConfig:
+        """Every problem at once: unknown names, then each value that does not have its default's type (a
+        float: any finite number) or breaks `beta > 0`."""
+        allowed = self.type.defaults
         extra = self.model_extra or {}
-        for name, default in self.type.defaults.items():
+        problems = []
+        unknown = sorted(set(extra) - set(allowed))
+        if unknown:
+            names = ", ".join(allowed) or "none"
+            problems.append(f"unknown hyperparameter(s) {unknown} for loss '{self.type.value}' (it takes: {names})")
+        for name, default in allowed.items():
             if name in extra:
-                extra[name] = _hyperparameter(name, extra[name], default)
+                try:
+                    extra[name] = _hyperparameter(name, extra[name], default)
+                except ValueError as err:
+                    problems.append(str(err))
+        if problems:
+            raise ValidationError.from_exception_data("LossConfig", [
+                InitErrorDetails(type=PydanticCustomError("value_error", problem), loc=(), input=extra)
+                for problem in problems])
         return self
 
     @property
@@ -106,9 +163,13 @@ class LoraConfig(Strict):
 
 
 class ReferenceConfig(Strict):
-    strategy: Literal["auto", "model", "precomputed", "none"] = "auto"
-    model: str | None = Field(None, description="Path or hub id of the reference, for strategy 'model'.")
-    cache_dir: str | None = Field(None, description="For 'precomputed'; default $PREFGATE_HOME/cache/reference.")
+    strategy: Literal["auto", "model", "precomputed", "none"] = Field(
+        "auto", description="auto: LoRA -> the policy with adapters disabled (live); otherwise precomputed (no "
+        "reference model held while training). model: reference.model, live. precomputed: scored once, cached.")
+    model: str | None = Field(None, description="Path or hub id of the reference; default the initial policy. "
+                              "Needed by strategy 'model'.")
+    cache_dir: str | None = Field(None, description="For a precomputed reference (also auto's); default "
+                                  "$PREFGATE_HOME/cache/reference.")
 
     @model_validator(mode="after")
     def _model_given(self) -> ReferenceConfig:
@@ -198,6 +259,13 @@ class EvalConfig(Strict):
 MONITOR_PROBE_EVERY = 1  # the shift probe's default cadence when the collapse monitor reads it (docs/train.md)
 
 
+# What each tracker imports (one module of every group, as accelerate checks) and the package that brings it all;
+# mlflow's store in the run folder is SQLite, which takes sqlalchemy and alembic (in `mlflow`, not `mlflow-skinny`).
+TRACKER_PACKAGES = {"tensorboard": ([("tensorboard", "tensorboardX")], "tensorboard"),
+                    "mlflow": ([("mlflow",), ("sqlalchemy",), ("alembic",)], "mlflow"),
+                    "wandb": ([("wandb",)], "wandb")}
+
+
 class TrainConfig(Strict):
     model: ModelConfig
     data: DataConfig
@@ -239,6 +307,24 @@ class TrainConfig(Strict):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("trackers")
+    @classmethod
+    def _trackers_installed(cls, value: list[str]) -> list[str]:
+        for name in value:  # accelerate would drop a tracker whose package is missing without a word
+            groups, package = TRACKER_PACKAGES[name]
+            for group in groups:
+                if not any(importlib.util.find_spec(module) for module in group):
+                    raise ValueError(f"tracker '{name}' needs the {group[0]} package, which is not installed: "
+                                     f"pip install {package}")
+        return value
+
+    @model_validator(mode="after")
+    def _dtype_fits_precision(self) -> TrainConfig:
+        if self.model.dtype == "bfloat16" and self.precision == "fp16":
+            raise ValueError("model.dtype bfloat16 with precision fp16 would autocast bf16 weights to float16; use "
+                             "precision bf16 or fp32")
+        return self
+
     @model_validator(mode="after")
     def _reference_fits_loss(self) -> TrainConfig:
         if self.loss.type.needs_reference and self.reference.strategy == "none":
@@ -255,13 +341,12 @@ class TrainConfig(Strict):
     @property
     def monitor_signal(self) -> tuple[str, str | None]:
         """(the collapse monitor's signal, why it is not the configured one or None): `after_diff` needs the
-        shift probe, so paired rows and a live reference (or none at all)."""
+        shift probe, so paired rows (the probe scores the reference before step 1, before a precomputed
+        reference's model is freed)."""
         if self.monitor.signal == "mean":
             return "mean", None
         if not self.loss.type.paired:
             return "mean", f"loss '{self.loss.type.value}' has no paired rows to probe"
-        if self.reference.strategy == "precomputed" and self.reference.model:
-            return "mean", "a precomputed reference from reference.model has no live model to probe"
         return "after_diff", None
 
     @property
@@ -278,9 +363,6 @@ class TrainConfig(Strict):
         if not self.loss.type.paired:
             raise ValueError(f"diagnose_every needs paired rows (chosen, rejected); loss '{self.loss.type.value}' "
                              "trains on single completions")
-        if self.reference.strategy == "precomputed" and self.reference.model:
-            raise ValueError("diagnose_every with a precomputed reference from reference.model is not supported "
-                             "(the probe needs the live reference); use strategy 'model'")
         return self
 
 
@@ -317,5 +399,16 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None, **data: Any) -> TrainConfig:
     """Read a YAML train config (or start from `data`), apply overrides, validate strictly."""
     raw = _merge(read_yaml_mapping(path) if path else {}, data)
-    raw = _merge(raw, parse_overrides(overrides or []))
-    return validated(TrainConfig, raw, str(path or "config"))
+    return validate_train_config(raw, overrides or [], str(path or "config"))
+
+
+def validate_train_config(raw: dict[str, Any], overrides: list[str], where: str) -> TrainConfig:
+    """`raw` with `key=value` overrides applied, as a TrainConfig. Every problem is reported at once: an
+    `InputErrors` with one line per key naming `where` (a lone problem is a plain `InputError`). Checks across
+    sections (a loss that needs a reference, ...) run once every section is valid on its own."""
+    raw = _merge(raw, parse_overrides(overrides))
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = validation_errors(err, where)
+        raise (problems[0] if len(problems) == 1 else InputErrors(problems)) from None

@@ -12,13 +12,33 @@ into `prefgate.commands` for a console. A Python API user silences notes and pro
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
 
-__all__ = ["console", "err_console", "is_quiet", "note", "progress", "quiet", "say", "set_quiet"]
+__all__ = ["PIPED_WIDTH", "console", "err_console", "is_quiet", "note", "progress", "quiet", "results_width", "say",
+           "set_quiet"]
 
-console = Console()  # results
+# Results written to a pipe or a file are rendered this wide: rich would otherwise lay tables out for 80 columns
+# (or for the terminal that stderr is on) and cut every line there. Tables are not expanded, so each takes only
+# its natural width; a cell wider than this folds.
+PIPED_WIDTH = 1000
+
+
+def results_width(stream=None, environ=None) -> int | None:
+    """The width results are laid out for: rich's own choice (None) on a terminal or when COLUMNS is set,
+    otherwise PIPED_WIDTH, so that `prefgate ... | less` or `> out.txt` keeps whole tables."""
+    stream = sys.stdout if stream is None else stream
+    environ = os.environ if environ is None else environ
+    if environ.get("COLUMNS", "").isdigit():
+        return None
+    isatty = getattr(stream, "isatty", None)
+    return None if isatty is not None and isatty() else PIPED_WIDTH
+
+
+console = Console(width=results_width())  # results
 err_console = Console(stderr=True)  # progress, notes, errors
 
 _quiet = False

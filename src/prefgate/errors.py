@@ -28,3 +28,24 @@ class InputError(ValueError):
             parts.append(f"field '{self.field}'")
         parts.append(" ".join(self.message.split()))  # always one line
         return ": ".join(parts)
+
+
+class InputErrors(InputError):
+    """Several problems found at once (a train config with many bad keys): `errors` holds one InputError each,
+    and `str(err)` is their lines, one per problem. The CLI prints each line as its own `error:` line.
+
+    >>> print(InputErrors([InputError("unknown key", where="c.yaml", field="lr"),
+    ...                    InputError("Input should be greater than 0", where="c.yaml", field="optim.lr")]))
+    c.yaml: field 'lr': unknown key
+    c.yaml: field 'optim.lr': Input should be greater than 0
+    """
+
+    def __init__(self, errors: list[InputError]):
+        if not errors:
+            raise ValueError("InputErrors needs at least one error")
+        self.errors = list(errors)
+        first = self.errors[0]
+        super().__init__(first.message, where=first.where, field=first.field)
+
+    def _format(self) -> str:
+        return "\n".join(str(err) for err in self.errors)

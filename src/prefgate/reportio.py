@@ -10,6 +10,9 @@ every stage, the report pages and the CLI share one copy of each:
 - `read_json(path)`: a JSON object from a file; `read_json_with_sha256(path)`: any JSON value with the
   sha256 of the bytes read. Every problem is one `InputError` naming the file and what was expected.
 - `write_json(obj, path)`: indented UTF-8 JSON written atomically; `write_text` for any text (the HTML pages).
+- `atomic_temp(path)`: the temporary file of an atomic write of `path`, with the permissions a plain
+  `open(path, "w")` would give (the dataset and label writers use it too). Nothing prefgate writes holds a
+  secret (API keys stay in environment variables), so no output is made private to its owner.
 - `sha256_file(path)`: hex sha256 of a file's bytes, read in chunks.
 """
 
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,8 +31,8 @@ from typing import Any
 from prefgate import __version__, jsonio
 from prefgate.errors import InputError
 
-__all__ = ["JsonFile", "header", "now", "read_json", "read_json_with_sha256", "sha256_file", "write_json",
-           "write_text"]
+__all__ = ["JsonFile", "atomic_temp", "header", "now", "read_json", "read_json_with_sha256", "sha256_file",
+           "write_json", "write_text"]
 
 
 def now() -> str:
@@ -95,17 +99,34 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 # Writing
 
 
+def atomic_temp(path: str | Path) -> Path:
+    """A new, empty temporary file beside `path`, for writing and then `os.replace`-ing onto `path`.
+
+    It gets the permissions a plain `open(path, "w")` would give: those of `path` when it exists, else 0o666
+    less the umask (the kernel applies it at creation). `tempfile.mkstemp` would make it 0o600, and the
+    rename would hand every dataset or pairs file to its owner alone."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) & 0o777)
+    except FileNotFoundError:
+        pass  # a new file: the umask's mode stands
+    return tmp
+
+
 def write_text(text: str, path: str | Path) -> Path:
-    """Write `text` (UTF-8) to `path` atomically: a temporary file in the same folder, renamed into place.
-    A path that exists and is not a regular file (`/dev/stdout`, a pipe) is written to directly."""
+    """Write `text` (UTF-8) to `path` atomically: a temporary file in the same folder, renamed into place
+    (`atomic_temp`: the permissions follow the umask). A path that exists and is not a regular file
+    (`/dev/stdout`, a pipe) is written to directly."""
     path = Path(path)
     if path.exists() and not path.is_file():
         path.write_text(text, encoding="utf-8")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # "x": the umask's mode
+    tmp = atomic_temp(path)
     try:
-        with open(tmp, "x", encoding="utf-8") as fh:
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
     finally:

@@ -15,7 +15,8 @@
   accuracy, the smallest drop it sees with a given power on n items, and the items a given drop needs
   (the power model is in `mcnemar_power`'s docstring).
 - `symmetric_kappa`: Cohen's kappa of auto-labels against human labels on the orientation-symmetrised table
-  (the audit's `label_agreement` and the labelling tool's agreement report share it).
+  (the audit's `label_agreement` and the labelling tool's agreement report share it); scikit-learn's
+  `cohen_kappa_score` of that table in closed form, so its bootstrap is one numpy expression.
 
 Every random draw goes through an explicit seed, so the same inputs give the same numbers.
 """
@@ -282,8 +283,22 @@ def items_needed(p: float, drop: float, alpha: float, power: float, *, max_items
 
 def symmetric_kappa(n_chosen: np.ndarray | float, n_rejected: np.ndarray | float,
                     n_tie: np.ndarray | float) -> np.ndarray | float:
-    """Cohen's kappa of auto-labels against humans on the orientation-symmetrised table (`prefgate.audit.labels`)."""
-    n = n_chosen + n_rejected + n_tie
-    agreement = n_chosen / n
-    chance = (n_chosen + n_rejected) / (2 * n)
-    return (agreement - chance) / (1 - chance)
+    """Cohen's kappa of auto-labels against humans on the orientation-symmetrised table (`prefgate.audit.labels`):
+    a float for counts, an array for arrays of counts (the bootstrap's resampled tables).
+
+    Every human judgement counts twice: as shown (the auto-label says "first") and with the two answers
+    swapped (it says "second"). On those 2n rows the auto-label is "first" or "second" half the time each,
+    and the human says "first" c + r times, "second" c + r times and "tie" 2t times (c, r, t: judgements that
+    prefer chosen, rejected, neither). So p_o = c / n, p_e = (c + r) / 2n, kappa = (p_o - p_e) / (1 - p_e):
+    scikit-learn's `cohen_kappa_score` of that table, in closed form (tests/eval/test_stats.py checks the two
+    agree, edge cases included); nan for no judgements (scikit-learn refuses an empty table). Why not call
+    scikit-learn: the label-agreement check bootstraps 2,000 tables, one numpy expression here and about 2.5 ms
+    a call there.
+    """
+    c, r, t = (np.asarray(x, dtype=np.float64) for x in (n_chosen, n_rejected, n_tie))
+    n = c + r + t
+    with np.errstate(divide="ignore", invalid="ignore"):  # n = 0: nan, not a warning
+        agreement = c / n
+        chance = (c + r) / (2 * n)  # at most 1/2, so only n = 0 leaves kappa undefined
+        kappa = (agreement - chance) / (1 - chance)
+    return float(kappa) if kappa.ndim == 0 else kappa

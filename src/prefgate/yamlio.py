@@ -80,9 +80,33 @@ def validation_error(err: ValidationError, where: str) -> InputError:
     """The first problem of a pydantic error as one line naming the dotted field."""
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or None
-    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return InputError(message + more, where=where, field=field)
+    return InputError(_message(first) + more, where=where, field=field)
+
+
+def validation_errors(err: ValidationError, where: str) -> list[InputError]:
+    """Every problem of a pydantic error as one-line InputErrors naming the dotted field, in pydantic's order.
+
+    A value that fits no member of a union (`list[str] | Literal['all-linear']`) gives pydantic one error per
+    member, located under the member's name; they become one line: `field 'lora.target_modules': Input should be
+    a valid list, or Input should be 'all-linear'`."""
+    lines: dict[tuple[str | None, int], list[str]] = {}
+    for i, error in enumerate(err.errors()):
+        loc, in_union = [], False
+        for part in error["loc"]:
+            if isinstance(part, str) and "[" in part:  # a union member's tag, not a key of the user's file
+                in_union = True
+                break
+            loc.append(str(part))
+        field = ".".join(loc) or None
+        messages = lines.setdefault((field, -1 if in_union else i), [])
+        if _message(error) not in messages:
+            messages.append(_message(error))
+    return [InputError(", or ".join(messages), where=where, field=field) for (field, _), messages in lines.items()]
+
+
+def _message(error: Any) -> str:
+    return "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
 
 
 def validated(model: type[M], data: dict[str, Any], where: str) -> M:

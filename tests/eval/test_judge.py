@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from prefgate.chat import RetryPolicy
 from prefgate.errors import InputError
-from prefgate.eval.judge import DEFAULT_RUBRIC, HttpJudge, judge_messages, parse_grade
+from prefgate.eval.judge import DEFAULT_RUBRIC, GradeFailed, HttpJudge, judge_messages, parse_grade
 from prefgate.eval.suite import parse_item
 
 
@@ -47,23 +48,40 @@ def test_http_judge_grades_and_sends_the_key_from_the_environment(judge_server, 
     assert "sk-secret" not in json.dumps(judge.describe())
 
 
+NO_WAIT = RetryPolicy(tries=3, sleep=lambda seconds: None)
+
+
 def test_http_judge_errors_are_input_errors(judge_server, monkeypatch):
     monkeypatch.delenv("MISSING_KEY", raising=False)
-    with pytest.raises(InputError, match="MISSING_KEY"):
+    with pytest.raises(InputError, match="MISSING_KEY") as err:  # the set-up: stops the eval, not one item
         HttpJudge(judge_server.base_url, "m", api_key_env="MISSING_KEY")("x", judge_item())
+    assert not isinstance(err.value, GradeFailed)
     judge_server.status = 500
-    with pytest.raises(InputError, match="HTTP 500"):
-        HttpJudge(judge_server.base_url, "m")("x", judge_item())
-    with pytest.raises(InputError, match="cannot reach the judge"):
-        HttpJudge("http://127.0.0.1:9/v1", "m", timeout=2)("x", judge_item())
+    with pytest.raises(GradeFailed) as err:  # this item: retried, then failed
+        HttpJudge(judge_server.base_url, "m", retry=NO_WAIT)("x", judge_item())
+    assert str(err.value) == (f"suite.jsonl:4: field 'scorer': the judge answered HTTP 500 Internal Server Error "
+                              f"(3 tries over 3 s) (at {judge_server.base_url}/chat/completions)")
+    assert len(judge_server.requests) == 3
+    with pytest.raises(GradeFailed, match="cannot reach the judge"):
+        HttpJudge("http://127.0.0.1:9/v1", "m", timeout=2, retry=NO_WAIT)("x", judge_item())
 
 
-def test_a_reply_without_a_grade_is_retried_then_refused(judge_server):
+def test_a_rate_limited_judge_grades_after_waiting(judge_server):
+    waits = []
+    judge_server.failures = [(429, {"Retry-After": "4"}), (429, {})]
+    judge = HttpJudge(judge_server.base_url, "m", retry=RetryPolicy(sleep=waits.append))
+    assert judge("Light scatters.", judge_item()).grade == "A"
+    assert waits == [4.0, 2.0]  # Retry-After first, then the backoff's second step
+    assert judge.describe()["retry"] == {"tries": 5, "backoff_s": 1.0, "max_backoff_s": 30.0,
+                                         "max_retry_after_s": 60.0}
+
+
+def test_a_reply_without_a_grade_is_retried_then_the_item_fails(judge_server):
     replies = iter(["Hmm.", "Grade: B"])
     judge_server.reply = lambda messages: next(replies)
     assert HttpJudge(judge_server.base_url, "m")("x", judge_item()).grade == "B"
     judge_server.reply = lambda messages: "no grade here"
-    with pytest.raises(InputError, match="no grade A-F after 2 tries"):
+    with pytest.raises(GradeFailed, match="no grade A-F after 2 tries"):
         HttpJudge(judge_server.base_url, "m")("x", judge_item())
 
 

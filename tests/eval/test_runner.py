@@ -103,7 +103,10 @@ def test_eval_end_to_end_with_every_scorer(tiny_dir, tmp_path, judge_server, sco
     assert (custom["n"], custom["score"], custom["grade"], custom["a_rate"]) == (2, 0.875, "B", 0.5)
     assert report["overall"]["n"] == 11 and {"n", "score", "grade", "a_rate"} <= report["overall"].keys()
     assert report["judge"] == {"kind": "http", "url": judge_server.base_url + "/chat/completions",
-                               "model": "grader", "api_key_env": "E2E_JUDGE_KEY"}
+                               "model": "grader", "api_key_env": "E2E_JUDGE_KEY",
+                               "retry": {"tries": 5, "backoff_s": 1.0, "max_backoff_s": 30.0,
+                                         "max_retry_after_s": 60.0}}
+    assert report["failed"] == [] and report["overall"]["n_failed"] == 0
     assert "custom" in result.stdout and "overall" in result.stdout
 
 
@@ -180,3 +183,61 @@ def test_eval_then_gate_on_two_runs_of_the_same_model_promotes(tiny_dir, tmp_pat
         paths.append(out)
     gate = gate_files(*paths)
     assert gate["decision"] == "promote" and gate["overall"]["p_value"] == 1.0  # greedy: identical outputs
+
+
+def judge_suite(path: Path, n: int) -> Path:
+    return write_jsonl(path, [{"id": "e1", "category": "qa", "prompt": "Capital of France?", "answer": "Paris",
+                               "scorer": "contains"}] +
+                       [{"id": f"j{i}", "category": "chat" if i else "solo", "prompt": f"Say {i}.", "scorer": "judge"}
+                        for i in range(n)])
+
+
+def test_an_item_the_judge_cannot_grade_is_recorded_as_failed_and_the_eval_goes_on(tiny_dir, tmp_path, judge_server,
+                                                                                   monkeypatch):
+    from prefgate import chat
+
+    waits = []
+    monkeypatch.setattr(chat, "DEFAULT_RETRY", chat.RetryPolicy(sleep=waits.append))
+    suite, out = judge_suite(tmp_path / "suite.jsonl", 3), tmp_path / "eval.json"
+    args = ["eval", "--model", str(tiny_dir), "--suite", str(suite), "--out", str(out), "--max-new-tokens", "3",
+            "--judge-url", judge_server.base_url, "--judge-model", "grader"]
+    judge_server.failures = [(500, {})] * 5 + [(429, {"Retry-After": "3"})]  # j0 fails 5 times; j1 waits once
+    result = CliRunner().invoke(cli(), args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [it["id"] for it in report["items"]] == ["e1", "j1", "j2"]  # scored: never a made-up score for j0
+    [failed] = report["failed"]
+    assert (failed["id"], failed["category"]) == ("j0", "solo") and "output" in failed
+    assert failed["error"] == (f"the judge answered HTTP 500 Internal Server Error (5 tries over 15 s) "
+                               f"(at {judge_server.base_url}/chat/completions)")
+    assert waits == [1.0, 2.0, 4.0, 8.0, 3.0] and len(judge_server.requests) == 5 + 2 + 1
+    assert (report["overall"]["n"], report["overall"]["n_failed"]) == (3, 1)
+    assert report["categories"]["solo"] == {"n": 0, "score": None, "grade": None, "a_rate": None,
+                                            "ci": [None, None], "n_failed": 1}
+    assert report["categories"]["chat"]["n"] == 2 and report["categories"]["chat"]["n_failed"] == 0
+    assert "could not grade 1 of 4 items" in result.stderr and "j0 (solo): the judge answered HTTP 500" in result.stderr
+    assert "failed=1" in result.stdout
+
+    judge_server.failures = [(500, {})] * 5  # asked to stop: the first failed item ends the eval
+    result = CliRunner().invoke(cli(), [*args, "--stop-on-judge-failure"])
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line]  # one line, no traceback
+    assert errors == [f"error: {suite}:2: field 'scorer': the judge answered HTTP 500 Internal Server Error "
+                      f"(5 tries over 15 s) (at {judge_server.base_url}/chat/completions)"]
+
+
+def test_a_judge_that_is_down_stops_the_eval_after_five_failed_items_in_a_row(tiny_dir, tmp_path, judge_server,
+                                                                              monkeypatch):
+    from prefgate import chat
+    from prefgate.eval.runner import MAX_FAILED_IN_A_ROW
+
+    monkeypatch.setattr(chat, "DEFAULT_RETRY", chat.RetryPolicy(tries=2, sleep=lambda seconds: None))
+    judge_server.status = 503
+    suite = judge_suite(tmp_path / "suite.jsonl", 8)
+    result = CliRunner().invoke(cli(), ["eval", "--model", str(tiny_dir), "--suite", str(suite), "--out",
+                                        str(tmp_path / "eval.json"), "--max-new-tokens", "3", "--judge-url",
+                                        judge_server.base_url, "--judge-model", "grader"])
+    assert result.exit_code == 2 and MAX_FAILED_IN_A_ROW == 5
+    assert len(judge_server.requests) == 5 * 2  # five items, two tries each; items 6-8 never asked
+    assert "the judge failed on 5 items in a row, so it looks down or overloaded; the eval stops" in result.stderr
+    assert not (tmp_path / "eval.json").exists()

@@ -1,4 +1,5 @@
-"""Paired statistics (prefgate.stats): hand-derived McNemar values, bootstrap behaviour, Holm, McNemar power."""
+"""Paired statistics (prefgate.stats): hand-derived McNemar values, bootstrap behaviour, Holm, McNemar power, and
+the symmetrised kappa against scikit-learn's Cohen's kappa."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from prefgate.stats import (
     mcnemar_power,
     paired_bootstrap,
     paired_test,
+    symmetric_kappa,
 )
 
 
@@ -155,3 +157,47 @@ def test_power_edges():
         mcnemar_power(100, 0.5, 0.6, 0.05)
     with pytest.raises(ValueError, match="power"):
         detectable_drop(100, 0.5, 0.05, 1.0)
+
+
+def sklearn_symmetric_kappa(n_chosen: int, n_rejected: int, n_tie: int) -> float:
+    """scikit-learn's Cohen's kappa of the explicitly symmetrised table: each judgement as shown (auto-label
+    "first") and swapped (auto-label "second"), weighted by its count."""
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score
+
+    auto = ["first"] * 3 + ["second"] * 3
+    human = ["first", "second", "tie", "second", "first", "tie"]  # chosen, rejected, tie; then swapped
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return float(cohen_kappa_score(auto, human, labels=["first", "second", "tie"],
+                                       sample_weight=[n_chosen, n_rejected, n_tie] * 2))
+
+
+@pytest.mark.parametrize("counts, by_hand", [
+    ((90, 10, 0), 0.8),  # no ties: kappa = 2 * agreement - 1
+    ((70, 20, 10), 0.4545454545454546),  # p_o 0.7, p_e 0.45: 0.25 / 0.55
+    ((10, 0, 0), 1.0),  # every human agrees: one label throughout, still defined (p_e = 1/2)
+    ((0, 10, 0), -1.0),  # every human disagrees
+    ((0, 0, 10), 0.0),  # all ties: agreement 0 and chance 0
+    ((1, 0, 0), 1.0),
+])
+def test_symmetric_kappa_is_scikit_learns_cohen_kappa_of_the_symmetrised_table(counts, by_hand):
+    ours, theirs = symmetric_kappa(*counts), sklearn_symmetric_kappa(*counts)
+    assert isinstance(ours, float)
+    assert ours == pytest.approx(by_hand, abs=1e-12) and theirs == pytest.approx(by_hand, abs=1e-12)
+
+
+def test_symmetric_kappa_of_no_judgements_is_nan_where_scikit_learn_refuses():
+    assert np.isnan(symmetric_kappa(0, 0, 0))
+    with pytest.raises(ValueError, match="at least one non-zero"):  # an all-zero table has no rows to score
+        sklearn_symmetric_kappa(0, 0, 0)
+
+
+def test_symmetric_kappa_on_arrays_equals_scikit_learn_table_by_table():
+    tables = np.random.default_rng(0).integers(0, 30, size=(200, 3))
+    tables[:3] = [[0, 0, 0], [5, 0, 0], [0, 0, 4]]  # the edges among them
+    ours = symmetric_kappa(tables[:, 0], tables[:, 1], tables[:, 2])
+    theirs = np.array([sklearn_symmetric_kappa(*row) if sum(row) else np.nan for row in tables.tolist()])
+    assert ours.shape == (200,)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)  # nan where both are nan

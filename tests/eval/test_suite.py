@@ -10,7 +10,7 @@ import pytest
 from prefgate.errors import InputError
 from prefgate.eval.suite import load_suite
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "suite.jsonl"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def write(path: Path, rows: list) -> Path:
@@ -24,11 +24,11 @@ def item(**fields):
     return {k: v for k, v in base.items() if v is not None}
 
 
-def test_example_suite_loads_with_every_builtin_scorer():
-    suite = load_suite(EXAMPLE)
-    assert {it.scorer for it in suite.items} == {"exact", "numeric", "contains", "regex", "choice", "refusal",
-                                                "judge"}
-    assert len(suite.fingerprint) == 64
+def test_example_suites_load_with_every_builtin_scorer():
+    offline, judged = load_suite(EXAMPLES / "suite.jsonl"), load_suite(EXAMPLES / "suite_judge.jsonl")
+    assert {it.scorer for it in offline.items} == {"exact", "numeric", "contains", "regex", "choice", "refusal"}
+    assert {it.scorer for it in judged.items} == {"judge"}  # suite.jsonl runs without a judge (the quick tour)
+    assert len(offline.fingerprint) == len(judged.fingerprint) == 64
 
 
 @pytest.mark.parametrize("fields, field, message", [

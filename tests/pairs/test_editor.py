@@ -44,6 +44,10 @@ def test_unchanged_or_empty_replies_are_skips(editor_server):
 
 
 def test_http_errors_and_missing_key_are_one_line_input_errors(editor_server, monkeypatch):
+    from prefgate import chat
+
+    waits = []
+    monkeypatch.setattr(chat, "DEFAULT_RETRY", chat.RetryPolicy(sleep=waits.append))
     item = GoldItem("x", "q", "Paris")
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
     with pytest.raises(InputError, match="NO_SUCH_KEY .* is not set"):
@@ -55,7 +59,7 @@ def test_http_errors_and_missing_key_are_one_line_input_errors(editor_server, mo
     editor_server.status = 503
     with pytest.raises(InputError, match="HTTP 503"):
         HttpEditor(editor_server.base_url, "m")(item, random.Random(0))
-    assert len(editor_server.requests) == 3  # a server error is tried twice
+    assert len(editor_server.requests) == 6 and waits == [1.0, 2.0, 4.0, 8.0]  # a server error: 5 tries, backoff
     with pytest.raises(InputError, match="cannot reach the editor"):
         HttpEditor("http://127.0.0.1:9/v1", "m", timeout=2)(item, random.Random(0))
 

@@ -106,3 +106,20 @@ def test_verify_exits_1_when_an_adapter_changed_by_one_byte(prod, json_out):
     else:
         assert f"MODIFIED  {prod['A']['id']}  adapter/adapter_model.safetensors" in out
         assert "1 missing or modified" in out
+
+
+def test_a_run_folder_stands_for_its_run_id_and_json_takes_a_path_or_stdout(build, tmp_path):
+    """Issue 19: the quick tour promotes `runs/dpo-lora` without copying its id; `--json PATH | -` as elsewhere."""
+    base = build.eval("base", "org/tiny-sft", 0.78)
+    run_dir = build.run("20261123-142501-dpo-ab12cd")
+    ev = build.eval("e", str(run_dir))
+    cli("add", run_dir, "--eval", ev)
+    assert json.loads(cli("show", run_dir, "--json", "-").stdout)["run_id"] == run_dir.name
+    out = cli("promote", run_dir, "--alias", "prod", "--gate", build.gate("g", base, ev)).stdout
+    assert out.startswith(f"prod -> {run_dir.name}  (was: no previous holder)")
+    cli("history", "prod", "--json", tmp_path / "h.json")
+    assert json.loads((tmp_path / "h.json").read_text())[0]["run_id"] == run_dir.name
+    (tmp_path / "not-a-run").mkdir()
+    (tmp_path / "not-a-run" / "manifest.json").write_text("[]")
+    line = one_error_line(cli("show", tmp_path / "not-a-run", code=2), "error: ")
+    assert "manifest.json" in line and "expected a JSON object (a run manifest)" in line

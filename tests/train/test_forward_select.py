@@ -69,7 +69,8 @@ def test_auto_picks_prefix_sharing_and_lora_reference_uses_it(tiny_dir, pairs_fi
 def test_precomputed_cache_is_computed_on_the_policy_path_and_keyed_by_it(tiny_dir, pairs_file, tmp_path):
     cache = tmp_path / "cache"
     pre = {"reference.strategy": "precomputed", "reference.cache_dir": str(cache)}
-    live = train(make_config(tiny_dir, pairs_file, tmp_path / "live", forward="prefix_shared"), show_progress=False)
+    live = train(make_config(tiny_dir, pairs_file, tmp_path / "live", forward="prefix_shared",
+                             **{"reference.strategy": "model", "reference.model": str(tiny_dir)}), show_progress=False)
     shared = train(make_config(tiny_dir, pairs_file, tmp_path / "p", forward="prefix_shared", **pre),
                    show_progress=False)
     assert _close(losses(live.run_dir), losses(shared.run_dir), 1e-6)

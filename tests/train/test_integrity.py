@@ -202,6 +202,6 @@ def test_a_refused_checkpoint_write_removes_its_temporary_folder(tiny_dir, tmp_p
 
     monkeypatch.setattr(ckpt.torch, "save", refuse)
     with pytest.raises(ckpt.CheckpointNotWritten, match=fix):
-        ckpt.save_checkpoint(tmp_path, 7, model=model, optimizer=optimizer, scheduler=scheduler, loop_state={},
-                             keep=2)
+        ckpt.save_checkpoint(tmp_path, 7, state=ckpt.training_state(model, optimizer), scheduler=scheduler,
+                             loop_state={}, keep=2)
     assert list((tmp_path / "checkpoints").iterdir()) == []

@@ -68,6 +68,7 @@ def test_two_processes_match_one_at_the_same_global_batch(tiny_dir, pairs_file, 
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("trained 5 steps") == 1, result.stdout  # the main process reports, once
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["processes"] == 2
     assert manifest["forward"]["mode"] == "prefix_shared"  # DDP around the prefix-shared forward and chunked head

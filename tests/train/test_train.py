@@ -135,12 +135,14 @@ def test_collapse_monitor_can_stop_the_run(low_contrast_sft, tmp_path, runner):
     assert (tmp_path / "stop" / "checkpoints").exists()
 
 
-def test_lora_adapter_reloads_with_peft_and_reproduces_logits(tiny_dir, pairs_file, tmp_path):
+def test_lora_adapter_reloads_with_peft_and_reproduces_logits(tiny_dir, pairs_file, tmp_path, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    cfg = make_config(tiny_dir, pairs_file, tmp_path / "lora", **{"lora.r": 4, "optim.lr": 0.05})
+    cfg = make_config(tiny_dir, pairs_file, tmp_path / "lora", **{"lora.r": 4, "optim.lr": 0.05, "lora.dropout": 0.1})
     result = train(cfg, show_progress=False)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "warning: lora.dropout 0.1 has no effect: the policy trains with dropout off" in said  # not silent
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir),
                                          str(result.run_dir / "adapter"))
     base = AutoModelForCausalLM.from_pretrained(tiny_dir)
@@ -159,7 +161,9 @@ def test_lora_adapter_reloads_with_peft_and_reproduces_logits(tiny_dir, pairs_fi
 
 
 def test_precomputed_reference_equals_live_and_is_invalidated(tiny_dir, pairs_file, tmp_path):
-    live = train(make_config(tiny_dir, pairs_file, tmp_path / "live"), show_progress=False)
+    live = train(make_config(tiny_dir, pairs_file, tmp_path / "live", **{"reference.strategy": "model",
+                                                                         "reference.model": str(tiny_dir)}),
+                 show_progress=False)
     cache = tmp_path / "cache"
     kwargs = {"reference.strategy": "precomputed", "reference.cache_dir": str(cache)}
     first = train(make_config(tiny_dir, pairs_file, tmp_path / "pre", **kwargs), show_progress=False)

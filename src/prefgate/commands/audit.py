@@ -24,8 +24,8 @@ from prefgate.commands.common import (
     err_console,
     guarded,
     load_for_command,
-    write_json,
 )
+from prefgate.commands.jsonout import emit, json_option, to_stdout
 from prefgate.errors import InputError
 
 STYLES = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red", "skip": "dim"}
@@ -77,7 +77,7 @@ def audit(
                                             help="The model to be trained: checks grader independence."),
     config: Path | None = typer.Option(None, "--config", metavar="audit.yaml",
                                        help="Audit policy overriding default thresholds (see examples/)."),
-    json_out: Path | None = typer.Option(None, "--json", metavar="OUT.json", help="Write the audit report."),
+    json_out: Path | None = json_option("the audit report"),
     html_out: Path | None = typer.Option(None, "--html", metavar="OUT.html", help="Write the HTML report."),
     record: bool = typer.Option(False, "--record", help="Record the verdict in the registry ($PREFGATE_HOME, by the "
                                 "data's fingerprint): `prefgate train` then refuses data whose recorded audit failed, "
@@ -92,8 +92,8 @@ def audit(
     policy = load_policy(config)  # a bad policy fails before any data is read
     if max_length is not None and tokenizer is None:
         raise InputError("needs --tokenizer (truncation is measured in tokens)", field="--max-length")
-    if record and json_out is None:
-        raise InputError("needs --json OUT.json (the registry records the report file)", field="--record")
+    if record and (json_out is None or to_stdout(json_out)):
+        raise InputError("needs --json OUT.json, a file (the registry records the report file)", field="--record")
     start = time.perf_counter()
     # Always read leniently: invalid rows are reported by the `schema` check (fail unless --skip-invalid).
     # Their sidecar is written only when asked for (--skip-invalid or --rejected-out); otherwise the first
@@ -102,11 +102,10 @@ def audit(
                           sidecar=skip_invalid or rejected_out is not None)
     report = run_audit(ds, eval_dataset=eval_data, labels=labels, tokenizer=tokenizer, max_length=max_length,
                        policy_model=policy_model, policy=policy, skip_invalid=skip_invalid)
-    print_summary(report)
+    if not to_stdout(json_out):
+        print_summary(report)
     err_console.print(f"audited {len(ds)} records in {time.perf_counter() - start:.1f} s", highlight=False)
-    if json_out is not None:
-        write_json(report, json_out)
-        err_console.print(f"wrote {json_out}", markup=False, highlight=False)
+    emit(report, json_out)
     if html_out is not None:
         from prefgate.report import write_audit_html
 

@@ -25,14 +25,16 @@ EXIT_OK, EXIT_VERDICT_NO, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def guarded(fn: F) -> F:
-    """Turn `InputError` into one line on stderr and exit code 2; a file the OS refuses too."""
+    """Turn `InputError` into one line on stderr (one per problem for `InputErrors`) and exit code 2; a file the OS
+    refuses too."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except InputError as err:
-            note(f"error: {err}", force=True)
+            for line in str(err).splitlines():  # one line, or one per problem (InputErrors)
+                note(f"error: {line}", force=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except OSError as err:  # permission denied, disk full, ...: still the user's to fix
             where = getattr(err, "filename", None)

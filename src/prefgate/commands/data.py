@@ -16,8 +16,8 @@ from prefgate.commands.common import (
     load_for_command,
     note,
     say,
-    write_json,
 )
+from prefgate.commands.jsonout import JsonCommand, emit, json_option, to_stdout
 
 app = typer.Typer(help="Validate, convert, split and describe preference data.", no_args_is_help=True)
 
@@ -74,14 +74,14 @@ def split(
         say(f"{name}: {len(part)} records ({len(part) / len(ds):.1%}) -> {path}  fingerprint {fingerprint(part)}")
 
 
-@app.command()
+@app.command(cls=JsonCommand)
 @guarded
 def stats(
     source: str = typer.Argument(..., help="Any supported input (see `validate`)."),
     tokenizer: str = typer.Option(None, "--tokenizer", help="Tokenizer path or hub id, for token lengths."),
     max_length: int = typer.Option(None, "--max-length", help="With --tokenizer: count what this length cuts."),
     max_prompt_length: int = typer.Option(None, "--max-prompt-length", help="Prompt limit used with --max-length."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the statistics as JSON."),
+    json_out: Path = json_option("the statistics"),
     skip_invalid: bool = SKIP_INVALID,
     rejected_out: Path = REJECTED_OUT,
     split: str = SPLIT,
@@ -95,9 +95,9 @@ def stats(
     if max_length is not None and tok is None:
         note("note: --max-length needs --tokenizer; ignoring it")
     result = dataset_stats(ds, tokenizer=tok, max_length=max_length, max_prompt_length=max_prompt_length)
-    _print_stats(result)
-    if json_out:
-        write_json(result, json_out)
+    if not to_stdout(json_out):
+        _print_stats(result)
+    emit(result, json_out)
 
 
 def _print_stats(result: dict) -> None:

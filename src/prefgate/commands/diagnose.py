@@ -7,7 +7,8 @@ from typing import Any
 
 import typer
 
-from prefgate.commands.common import guarded, note, say, write_json
+from prefgate.commands.common import guarded, note, say
+from prefgate.commands.jsonout import emit, json_option, to_stdout
 
 
 def _fmt(value: float | None) -> str:
@@ -32,7 +33,7 @@ def diagnose(
     pairs: str = typer.Argument(..., help="Preference pairs (JSONL, JSON, Parquet, CSV or a datasets folder)."),
     model: str = typer.Option(..., "--model", help="The trained model: a run directory, model folder or hub id."),
     reference: str = typer.Option(..., "--reference", help="The reference model (e.g. the model it was trained from)."),
-    json_out: Path = typer.Option(None, "--json", help="Write the diagnose report (JSON) here."),
+    json_out: Path = json_option("the diagnose report"),
     html_out: Path = typer.Option(None, "--html", help="Write the HTML page with plots here."),
     pair: str = typer.Option(None, "--pair", metavar="ID",
                              help="The pair to plot token by token (default: the one whose chosen tokens after "
@@ -49,10 +50,9 @@ def diagnose(
 
     report = diagnose_paths(model, reference, pairs, max_length=max_length, batch_size=batch_size, dtype=dtype,
                             device=device)
-    print_diagnosis(report)
-    if json_out is not None:
-        write_json(report, json_out)
-        note(f"report written to {json_out}")
+    if not to_stdout(json_out):
+        print_diagnosis(report)
+    emit(report, json_out)
     if html_out is not None:
         write_diagnose_html(report, html_out, pair_id=pair)
         note(f"page written to {html_out}")

@@ -2,7 +2,7 @@
 
 `prefgate eval --model M --suite S.jsonl --out EVAL.json` runs the eval (the group's own callback);
 `prefgate eval import-lm-eval RESULTS.json [SAMPLES.jsonl ...] --out EVAL.json` imports;
-`prefgate eval plan --baseline EVAL.json [--json PLAN.json]` sizes the suite against the gate's promise.
+`prefgate eval plan --baseline EVAL.json [--json PLAN.json | -]` sizes the suite against the gate's promise.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from prefgate.commands.common import console, guarded, note, say, write_json
+from prefgate.commands.jsonout import JsonCommand, emit, json_option, to_stdout
 from prefgate.errors import InputError
 
 if TYPE_CHECKING:  # the grades import numpy and pydantic: not at start-up
@@ -52,11 +53,13 @@ def print_report(report: dict[str, Any]) -> None:
         lo, hi = cat.get("ci") or [None, None]
         ci = f"{lo:.3f}-{hi:.3f}" if lo is not None else "-"
         a_rate = f"{cat['a_rate']:.1%}" if cat.get("a_rate") is not None else "-"
-        table.add_row(name, str(cat["n"] if cat["n"] is not None else "-"), f"{cat['score']:.3f}", ci, cat["grade"],
-                      a_rate)
+        score = f"{cat['score']:.3f}" if cat.get("score") is not None else "-"
+        table.add_row(name, str(cat["n"] if cat["n"] is not None else "-"), score, ci, cat["grade"] or "-", a_rate)
     console.print(table)
     ov = report["overall"]
-    say(f"overall: n={ov['n']} score={ov['score']:.3f} grade={ov['grade']}")
+    score = f"{ov['score']:.3f}" if ov.get("score") is not None else "-"
+    failed = f" failed={ov['n_failed']}" if ov.get("n_failed") else ""
+    say(f"overall: n={ov['n']} score={score} grade={ov['grade'] or '-'}{failed}")
     for block, key in (("preference", "accuracy"), ("kl", "mean_per_token")):
         if report.get(block) and report[block].get(key) is not None:
             say(f"{block}: {key}={report[block][key]:.4f}")
@@ -85,6 +88,10 @@ def run(
     judge_api_key_env: str = typer.Option(None, "--judge-api-key-env",
                                           help="Environment variable holding the judge's API key."),
     judge_local: str = typer.Option(None, "--judge-local", help="A local model folder to use as the judge."),
+    stop_on_judge_failure: bool = typer.Option(False, "--stop-on-judge-failure",
+                                               help="Stop the eval (exit 2) at the first item the judge cannot "
+                                                    "grade. Default: record the item under 'failed' in the report "
+                                                    "(not scored) and go on."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap confidence intervals."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float32 on CPU, bfloat16 on GPU), float32, ..."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
@@ -105,12 +112,28 @@ def run(
     options = EvalOptions(
         generation=GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=tuple(stop or ()),
                                     system_prompt=system_prompt),
-        bands=parse_bands(bands), seed=seed, beta=beta, dtype=dtype, device=device)
+        bands=parse_bands(bands), seed=seed, beta=beta, dtype=dtype, device=device,
+        stop_on_judge_failure=stop_on_judge_failure)
     judge = make_judge(judge_url, judge_model, judge_api_key_env, judge_local)
     report = run_eval(model, str(suite), options=options, judge=judge, reference=reference, pairs=pairs)
     write_json(report, out)
     print_report(report)
+    note_failed(report)
     note(f"wrote {out}")
+
+
+def note_failed(report: dict[str, Any], shown: int = 3) -> None:
+    """On stderr: how many items the judge could not grade, the first few with their reasons."""
+    failed = report.get("failed") or []
+    if not failed:
+        return
+    note(f"warning: the judge could not grade {len(failed)} of {len(failed) + len(report['items'])} items; they are "
+         "not scored (listed under 'failed' in the report), and `prefgate gate` needs every item: rerun the eval "
+         "(or pass --stop-on-judge-failure to stop at the first)")
+    for row in failed[:shown]:
+        note(f"  {row['id']} ({row['category']}): {row['error']}")
+    if len(failed) > shown:
+        note(f"  ... and {len(failed) - shown} more")
 
 
 @app.command("import-lm-eval")
@@ -166,12 +189,12 @@ def print_plan(plan: dict[str, Any]) -> None:
         say(f"{len(short)} of {len(plan['categories'])} categories cannot detect a one-grade drop: {', '.join(short)}")
 
 
-@app.command("plan")
+@app.command("plan", cls=JsonCommand)
 @guarded
 def plan(
     baseline: Path = typer.Option(..., "--baseline", help="Eval report of the baseline (the model the gate "
                                                           "compares against) on the suite to size."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the table (JSON) here."),
+    json_out: Path = json_option("the plan"),
     alpha: float = typer.Option(None, "--alpha", help="Significance level of the gate's test (default: the gate "
                                                       "policy's, 0.05)."),
     power: float = typer.Option(None, "--power", help="Power a category needs (default: the gate policy's, 0.8)."),
@@ -187,7 +210,6 @@ def plan(
     result = plan_file(baseline, alpha=settings.alpha if alpha is None else alpha,
                        power=settings.power if power is None else power, bands=settings.bands,
                        min_items=settings.min_items)
-    print_plan(result)
-    if json_out is not None:
-        write_json(result, json_out)
-        note(f"wrote {json_out}")
+    if not to_stdout(json_out):
+        print_plan(result)
+    emit(result, json_out)

@@ -9,7 +9,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from prefgate.commands.common import EXIT_VERDICT_NO, console, guarded, note, say, write_json
+from prefgate.commands.common import EXIT_VERDICT_NO, console, guarded, say
+from prefgate.commands.jsonout import emit, json_option, to_stdout
 
 _STATUS_STYLE = {"pass": "green", "warn": "yellow", "block": "bold red"}
 
@@ -51,16 +52,15 @@ def gate(
     candidate: Path = typer.Argument(..., help="Eval report of the model that wants to replace it."),
     policy: Path = typer.Option(None, "--policy", help="Gate policy YAML (default: the documented defaults; "
                                                        "see examples/gate.yaml)."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the gate report (JSON) here."),
+    json_out: Path = json_option("the gate report"),
 ) -> None:
     """Compare two eval reports of the same suite: promote (exit 0) or block (exit 1), with one reason per
     failing rule."""
     from prefgate.gate import gate_files, load_policy
 
     result = gate_files(baseline, candidate, load_policy(policy))
-    print_gate(result)
-    if json_out is not None:
-        write_json(result, json_out)
-        note(f"wrote {json_out}")
+    if not to_stdout(json_out):
+        print_gate(result)
+    emit(result, json_out)
     if result["decision"] == "block":
         raise typer.Exit(EXIT_VERDICT_NO)

@@ -18,7 +18,8 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from prefgate.commands.common import SKIP_INVALID, SPLIT, console, guarded, load_for_command, note, say, write_json
+from prefgate.commands.common import SKIP_INVALID, SPLIT, console, guarded, load_for_command, note, say
+from prefgate.commands.jsonout import JsonCommand, emit, json_option, to_stdout
 from prefgate.errors import InputError
 
 
@@ -148,12 +149,12 @@ def _print_inter_rater(inter: dict[str, Any]) -> None:
                 f"{pair['n_overlap']} pairs (agree on {_pct(pair['observed_agreement'])})")
 
 
-@app.command("agreement")
+@app.command("agreement", cls=JsonCommand)
 @guarded
 def agreement(
     labels: Path = typer.Argument(..., metavar="LABELS.jsonl", help="Labels written by `prefgate label`."),
     data: str = typer.Argument(None, metavar="[DATA]", help="The labelled pairs: checks ids, adds categories."),
-    json_out: Path = typer.Option(None, "--json", metavar="OUT.json", help="Write the agreement report."),
+    json_out: Path = json_option("the agreement report"),
     skip_invalid: bool = SKIP_INVALID,
     split: str = SPLIT,
 ) -> None:
@@ -167,15 +168,14 @@ def agreement(
     ds = load_for_command(data, skip_invalid=skip_invalid, split=split) if data else None
     report = agreement_report(found, records=ds.records if ds else None, labels_path=str(labels),
                               dataset=ds.describe() if ds else None)
-    console.print(agreement_table(report))
-    _print_inter_rater(report["inter_rater"])
+    if not to_stdout(json_out):
+        console.print(agreement_table(report))
+        _print_inter_rater(report["inter_rater"])
     overall = report["auto"]["overall"]["agreement"]
     if overall is not None and overall < 0.8:
         note(f"warning: humans prefer the chosen side in only {overall:.1%} of judgements, below the 80% the "
              "audit's label_agreement check requires by default: do not train on these auto-labels")
-    if json_out is not None:
-        write_json(report, json_out)
-        note(f"wrote {json_out}")
+    emit(report, json_out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ import typer
 from rich.table import Table
 
 from prefgate.commands.common import EXIT_VERDICT_NO, console, guarded, note, say
+from prefgate.commands.jsonout import JsonCommand, emit, json_option
+from prefgate.errors import InputError
 from prefgate.registry import PromotionRefused, Registry
+from prefgate.reportio import read_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,7 +27,6 @@ app = typer.Typer(help="The model registry: runs tied to their data, config, eva
                        "promote through the gate and roll back. Database: $PREFGATE_HOME/registry.db "
                        "(default .prefgate/registry.db).", no_args_is_help=True)
 
-JSON_OUT = typer.Option(False, "--json", help="Print JSON on stdout instead of tables (for scripts).")
 
 
 def refusals(fn: F) -> F:
@@ -41,8 +43,15 @@ def refusals(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False))
+def _run_ref(run: str) -> str:
+    """RUN as the registry takes it: a run folder (with manifest.json) stands for its run id."""
+    manifest = Path(run) / "manifest.json"
+    if not manifest.is_file():
+        return run
+    run_id = read_json(manifest, what="a run manifest").get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise InputError("expected the run's id (a string)", where=str(manifest), field="run_id")
+    return run_id
 
 
 def _id_column(table: Table, name: str, values: list[str | None]) -> None:
@@ -75,13 +84,13 @@ def add(
         say(f"  eval {sha[:12]} was already attached")
 
 
-@app.command("list")
+@app.command("list", cls=JsonCommand)
 @guarded
-def list_runs(json_out: bool = JSON_OUT) -> None:
+def list_runs(json_out: Path = json_option("the runs")) -> None:
     """Every registered run, oldest first, with the aliases it holds."""
     runs = Registry().list()
-    if json_out:
-        return _print_json(runs)
+    if json_out is not None:
+        return emit(runs, json_out)
     table = Table(title=f"{len(runs)} runs")
     _id_column(table, "run", [r["run_id"] for r in runs])
     for col in ("created", "status", "base model", "loss", "train data", "evals", "aliases"):
@@ -93,16 +102,16 @@ def list_runs(json_out: bool = JSON_OUT) -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(cls=JsonCommand)
 @guarded
 def show(
-    run: str = typer.Argument(..., help="A run id or a unique prefix of one."),
-    json_out: bool = JSON_OUT,
+    run: str = typer.Argument(..., help="A run id, a unique prefix of one, or a run folder (with manifest.json)."),
+    json_out: Path = json_option("everything about the run"),
 ) -> None:
     """Everything about a run: data fingerprints, every hyperparameter, final metrics, artifacts, evals, gates."""
-    d = Registry().show(run)
-    if json_out:
-        return _print_json(d)
+    d = Registry().show(_run_ref(run))
+    if json_out is not None:
+        return emit(d, json_out)
     say(f"run          {d['run_id']}  ({d['status']}, created {d['created']})")
     say(f"folder       {d['run_dir']}")
     say(f"base model   {d['base_model']}")
@@ -164,7 +173,7 @@ def _print_gates(gates: list[dict[str, Any]]) -> None:
 @guarded
 @refusals
 def promote(
-    run: str = typer.Argument(..., help="A run id or a unique prefix of one."),
+    run: str = typer.Argument(..., help="A run id, a unique prefix of one, or a run folder (with manifest.json)."),
     alias: str = typer.Option(..., "--alias", help="The alias to move, e.g. prod."),
     gate: Path = typer.Option(None, "--gate", help="Gate report (`prefgate gate --json`) comparing this run's eval "
                                                    "with the current holder's."),
@@ -175,7 +184,7 @@ def promote(
     """Move ALIAS to RUN if the gate promoted this run's eval over the current holder's (exit 1 if refused). The
     gate report is recomputed from the eval files it names; an edited one, or a policy laxer than the registry's
     minimum ($PREFGATE_HOME/gate-minimum.yaml), is refused."""
-    entry = Registry().promote(run, alias, gate, force=force, reason=reason)
+    entry = Registry().promote(_run_ref(run), alias, gate, force=force, reason=reason)
     previous = entry["previous_run_id"] or "no previous holder"
     say(f"{alias} -> {entry['run_id']}  (was: {previous})")
     if entry["forced"]:
@@ -195,16 +204,16 @@ def rollback(
     say(f"{alias} -> {entry['run_id']}  (rolled back from {entry['previous_run_id']})")
 
 
-@app.command()
+@app.command(cls=JsonCommand)
 @guarded
 def history(
     alias: str = typer.Argument(..., help="The alias, e.g. prod."),
-    json_out: bool = JSON_OUT,
+    json_out: Path = json_option("the alias's history"),
 ) -> None:
     """Every change of ALIAS, oldest first: who, when, which gate, and any override."""
     rows = Registry().history(alias)
-    if json_out:
-        return _print_json(rows)
+    if json_out is not None:
+        return emit(rows, json_out)
     table = Table(title=f"{alias}: held by {rows[-1]['run_id']}")
     for col in ("#", "at (UTC)", "action"):
         table.add_column(col, no_wrap=True)
@@ -224,13 +233,13 @@ def history(
             say(f"#{r['seq']} reason: {r['reason']}")
 
 
-@app.command()
+@app.command(cls=JsonCommand)
 @guarded
-def verify(json_out: bool = JSON_OUT) -> None:
+def verify(json_out: Path = json_option("the result")) -> None:
     """Re-hash every artifact of every run; exit 1 if one is missing or modified."""
     result = Registry().verify()
-    if json_out:
-        _print_json(result)
+    if json_out is not None:
+        emit(result, json_out)
     else:
         for p in result["problems"]:
             detail = "" if p["actual"] is None else f" (sha256 {p['actual'][:12]}, registered {p['expected'][:12]})"

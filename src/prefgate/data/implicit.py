@@ -3,6 +3,9 @@
 Plain text (HH-RLHF style): the prompt is the longest shared prefix that ends at an assistant turn
 marker such as `\\n\\nAssistant:`; it never ends mid-word or mid-turn. Each completion is the rest of its
 conversation after that marker (HH's leading space is kept, as TRL's HH script keeps it).
+Plain text with no turn marker at all (TRL's `{"chosen": "The sky is blue.", "rejected": "The sky is green."}`):
+the prompt is the shared prefix up to its last whitespace, so "The sky is" + " blue." as TRL's `extract_prompt`
+gives; where the texts part mid-word, TRL would cut the word ("The sky is bl" + "ue."), we keep it whole.
 
 Message lists: the prompt is the shared leading messages; each completion starts at the first message
 where the two conversations differ, which must be an assistant message.
@@ -49,6 +52,8 @@ def _split_text(chosen: str, rejected: str) -> tuple[str, str, str]:
         at = shared.rfind(marker)
         if at >= 0:
             end = max(end, at + len(marker))
+    if end <= 0 and not any(marker in text for marker in TURN_MARKERS for text in (chosen, rejected)):
+        end = _last_word_end(shared)  # no turns anywhere: a plain continuation, cut at a word boundary
     if end <= 0:
         what = "no shared prefix" if not shared else "no shared prefix that ends at an assistant turn"
         raise InputError(
@@ -57,6 +62,15 @@ def _split_text(chosen: str, rejected: str) -> tuple[str, str, str]:
             field="rejected",
         )
     return shared[:end], chosen[end:], rejected[end:]
+
+
+def _last_word_end(shared: str) -> int:
+    """Where the prompt of a plain continuation ends: before the whitespace that precedes the first word the two
+    texts do not share (-1 when the shared prefix holds no word boundary)."""
+    at = max(shared.rfind(c) for c in " \n\t")
+    while at > 0 and shared[at - 1] in " \n\t":
+        at -= 1
+    return at
 
 
 def _split_messages(chosen: list, rejected: list) -> tuple[list, list, list]:

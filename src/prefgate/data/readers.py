@@ -24,7 +24,7 @@ from prefgate.hub import hub_unreachable
 from prefgate.jsonio import InvalidJSON, gzip_errors, loads, open_binary
 
 # The column sets a columnar file (Parquet, CSV, datasets folder) must contain, one per record format.
-FORMAT_COLUMNS = ({"chosen", "rejected"}, {"prompt", "completion"})
+FORMAT_COLUMNS = ({"chosen", "rejected"}, {"prompt", "completion"}, {"messages"})
 
 
 @dataclass(slots=True)
@@ -94,7 +94,7 @@ def check_columns(columns: list[str], where: str) -> None:
     """A columnar source must hold the columns of one record format."""
     if not any(need <= set(columns) for need in FORMAT_COLUMNS):
         raise InputError(f"columns {sorted(columns)} match no record format: expected prompt/chosen/rejected, "
-                         "chosen/rejected (implicit prompt) or prompt/completion(/label)", where=where)
+                         "chosen/rejected (implicit prompt), prompt/completion(/label) or messages", where=where)
 
 
 def _iter_columnar(rows: Iterator[dict], where: str) -> Iterator[RawRow]:
@@ -104,15 +104,18 @@ def _iter_columnar(rows: Iterator[dict], where: str) -> Iterator[RawRow]:
 
 
 def _drop_nulls(row: dict) -> dict:
-    """Columnar formats fill absent fields (and absent message keys) with null: drop them again."""
-    out = {}
-    for key, value in row.items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            value = [_drop_nulls(v) if isinstance(v, dict) else v for v in value]
-        out[key] = value
-    return out
+    """Columnar formats fill absent fields with null, in nested structs too (a user message gets `tool_calls:
+    null` because an assistant message has them; a tool call's arguments get every key any call uses): drop
+    them again, at every depth."""
+    return {key: _without_nulls(value) for key, value in row.items() if value is not None}
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _drop_nulls(value)
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _iter_parquet(path: Path) -> Iterator[RawRow]:

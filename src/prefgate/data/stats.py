@@ -68,7 +68,7 @@ def token_stats(records: list[Record], tokenizer: Any, *, max_length: int | None
     inexact = 0
     for rec in records:
         for i, (name, text) in enumerate(list(_sides(rec).items())[1:]):
-            prompt_ids, completion_ids, exact = untruncated.encode(rec.prompt, text)
+            prompt_ids, completion_ids, exact = untruncated.encode(rec.prompt, text, rec.template_kwargs)
             if i == 0:
                 lengths.setdefault("prompt", []).append(len(prompt_ids))
             lengths.setdefault(name, []).append(len(completion_ids))

@@ -3,13 +3,15 @@
 For each (prompt, completion):
 1. Render text. Standard records: `prompt` and `prompt + completion`. Conversational records: the
    tokenizer's chat template, once for the prompt with `add_generation_prompt=True` and once for the whole
-   conversation; the first must be a prefix of the second, else the template cannot mark the completion
-   and we say so.
+   conversation, both with the record's `tools` and `chat_template_kwargs` (as TRL passes them); the first
+   must be a prefix of the second, else the template cannot mark the completion and we say so.
 2. Tokenise both. If the prompt's tokens are a prefix of the whole text's tokens, the boundary is exact
    and the completion is the rest (`boundary_exact=True`). If not (a BPE merge across the boundary), the
    completion is tokenised on its own and appended to the prompt's tokens, which is what the model sees
    at generation time (`boundary_exact=False`, counted by `prefgate data stats`).
-3. Append EOS to the completion unless it already ends with it.
+3. EOS, TRL's rule: a standard (plain-text) completion gets EOS appended unless it already ends with it; a
+   conversational one gets nothing, since the chat template already ends the turn (appending would give
+   `<|im_end|>\n<|im_end|>` on ChatML templates whose EOS is `<|im_end|>`).
 4. Truncate: the prompt keeps its last `max_prompt_length` tokens (and at most `max_length - 1`); each
    completion keeps its first `max_length - len(prompt)` tokens. Which side was cut is recorded per pair,
    because truncation that hits only one side of a pair teaches the model about length, not quality.
@@ -67,15 +69,19 @@ class PairTokenizer:
         self.eos_id = tokenizer.eos_token_id if add_eos else None
 
     # -- text -------------------------------------------------------------------------------------------
-    def render(self, prompt: Text, completion: Text) -> tuple[str, str]:
-        """(prompt_text, full_text); for message lists, through the chat template."""
+    def render(self, prompt: Text, completion: Text, template_kwargs: dict[str, Any] | None = None
+               ) -> tuple[str, str]:
+        """(prompt_text, full_text); for message lists, through the chat template, which also gets
+        `template_kwargs` (a record's `template_kwargs`: its tools and chat_template_kwargs)."""
         if isinstance(prompt, str):
             return prompt, prompt + completion
         if not getattr(self.tokenizer, "chat_template", None):
             raise InputError("the data is conversational but the tokenizer has no chat template",
                              field="tokenizer")
-        prompt_text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        full_text = self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        kwargs = template_kwargs or {}
+        prompt_text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True,
+                                                         **kwargs)
+        full_text = self.tokenizer.apply_chat_template(prompt + completion, tokenize=False, **kwargs)
         if not full_text.startswith(prompt_text):
             raise InputError("the chat template renders the prompt (with add_generation_prompt) differently from "
                              "the start of the whole conversation, so the completion cannot be located",
@@ -86,10 +92,11 @@ class PairTokenizer:
         # A rendered chat template already holds its special tokens (BOS included).
         return self.tokenizer(text, add_special_tokens=not conversational)["input_ids"]
 
-    def encode(self, prompt: Text, completion: Text) -> tuple[list[int], list[int], bool]:
-        """(prompt_ids, completion_ids, boundary_exact), untruncated, EOS appended."""
+    def encode(self, prompt: Text, completion: Text, template_kwargs: dict[str, Any] | None = None
+               ) -> tuple[list[int], list[int], bool]:
+        """(prompt_ids, completion_ids, boundary_exact), untruncated, with EOS by TRL's rule (module docstring)."""
         conversational = isinstance(prompt, list)
-        prompt_text, full_text = self.render(prompt, completion)
+        prompt_text, full_text = self.render(prompt, completion, template_kwargs)
         prompt_ids = self._ids(prompt_text, conversational)
         full_ids = self._ids(full_text, conversational)
         n = len(prompt_ids)
@@ -98,9 +105,12 @@ class PairTokenizer:
         else:
             completion_text = full_text[len(prompt_text):]
             completion_ids, exact = self.tokenizer(completion_text, add_special_tokens=False)["input_ids"], False
-        if self.eos_id is not None and (not completion_ids or completion_ids[-1] != self.eos_id):
-            completion_ids = [*completion_ids, self.eos_id]
-        return prompt_ids, completion_ids, exact
+        return prompt_ids, self._with_eos(completion_ids, conversational), exact
+
+    def _with_eos(self, completion_ids: list[int], conversational: bool) -> list[int]:
+        if conversational or self.eos_id is None or (completion_ids and completion_ids[-1] == self.eos_id):
+            return completion_ids
+        return [*completion_ids, self.eos_id]
 
     # -- truncation -------------------------------------------------------------------------------------
     def _truncate_prompt(self, prompt_ids: list[int]) -> tuple[list[int], bool]:
@@ -121,10 +131,11 @@ class PairTokenizer:
 
     # -- records ----------------------------------------------------------------------------------------
     def pair(self, rec: PreferencePair) -> TokenizedPair:
-        prompt_ids, chosen_ids, exact_c = self.encode(rec.prompt, rec.chosen)
-        prompt_ids_r, rejected_ids, exact_r = self.encode(rec.prompt, rec.rejected)
+        kwargs = rec.template_kwargs
+        prompt_ids, chosen_ids, exact_c = self.encode(rec.prompt, rec.chosen, kwargs)
+        prompt_ids_r, rejected_ids, exact_r = self.encode(rec.prompt, rec.rejected, kwargs)
         if prompt_ids_r != prompt_ids:  # boundary merges differ per side: keep one prompt, re-tokenise apart
-            rejected_ids, exact_r = self._separate_completion(rec.prompt, rec.rejected), False
+            rejected_ids, exact_r = self._separate_completion(rec.prompt, rec.rejected, kwargs), False
         prompt_ids, prompt_cut = self._truncate_prompt(prompt_ids)
         chosen_ids, chosen_cut = self._truncate_completion(prompt_ids, chosen_ids)
         rejected_ids, rejected_cut = self._truncate_completion(prompt_ids, rejected_ids)
@@ -132,20 +143,19 @@ class PairTokenizer:
                              exact_c and exact_r)
 
     def example(self, rec: UnpairedExample) -> TokenizedExample:
-        return self.sft(rec.id, rec.prompt, rec.completion, label=rec.label)
+        return self.sft(rec.id, rec.prompt, rec.completion, label=rec.label, template_kwargs=rec.template_kwargs)
 
-    def sft(self, rid: str, prompt: Text, completion: Text, *, label: bool | None = None) -> TokenizedExample:
-        prompt_ids, completion_ids, exact = self.encode(prompt, completion)
+    def sft(self, rid: str, prompt: Text, completion: Text, *, label: bool | None = None,
+            template_kwargs: dict[str, Any] | None = None) -> TokenizedExample:
+        prompt_ids, completion_ids, exact = self.encode(prompt, completion, template_kwargs)
         prompt_ids, prompt_cut = self._truncate_prompt(prompt_ids)
         completion_ids, completion_cut = self._truncate_completion(prompt_ids, completion_ids)
         return TokenizedExample(rid, prompt_ids, completion_ids, label, prompt_cut, completion_cut, exact)
 
-    def _separate_completion(self, prompt: Text, completion: Text) -> list[int]:
-        prompt_text, full_text = self.render(prompt, completion)
+    def _separate_completion(self, prompt: Text, completion: Text, template_kwargs: dict[str, Any]) -> list[int]:
+        prompt_text, full_text = self.render(prompt, completion, template_kwargs)
         ids = self.tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
-        if self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
-            ids = [*ids, self.eos_id]
-        return ids
+        return self._with_eos(ids, isinstance(prompt, list))
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):

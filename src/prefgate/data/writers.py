@@ -1,8 +1,9 @@
 """Write records in the canonical explicit-prompt form: JSONL (optionally .gz) or Parquet.
 
-Writes are atomic: a temporary file in the same folder, renamed into place when complete.
-In Parquet, `meta` is stored as a JSON string (free-form dicts do not fit one column type); the readers
-turn it back into a dict, so a round trip keeps the fingerprint.
+Writes are atomic: a temporary file in the same folder, renamed into place when complete, with the
+permissions a plain write would give (`prefgate.reportio.atomic_temp`: the umask's, or the replaced file's).
+In Parquet, `meta`, `tools` and `chat_template_kwargs` are stored as JSON strings (free-form dicts, such as
+function schemas, do not fit one column type); the readers turn them back, so a round trip keeps the fingerprint.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from prefgate.data.records import Record
+from prefgate.data.records import TEMPLATE_FIELDS, Record
 from prefgate.errors import InputError
+from prefgate.reportio import atomic_temp
+
+JSON_STRING_COLUMNS = ("meta", *TEMPLATE_FIELDS)
 
 
 def write_records(records: list[Record], path: str | Path) -> Path:
@@ -27,10 +30,9 @@ def write_records(records: list[Record], path: str | Path) -> Path:
     else:
         raise InputError("unsupported output type; expected .jsonl, .jsonl.gz or .parquet", where=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = atomic_temp(path)
     try:
-        writer(records, Path(tmp), gz=name.endswith(".gz"))
+        writer(records, tmp, gz=name.endswith(".gz"))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -52,8 +54,9 @@ def _write_parquet(records: list[Record], path: Path, *, gz: bool) -> None:  # n
     rows = []
     for rec in records:
         row = rec.to_dict()
-        if "meta" in row:
-            row["meta"] = json.dumps(row["meta"], ensure_ascii=False, sort_keys=True)
+        for name in JSON_STRING_COLUMNS:
+            if name in row:
+                row[name] = json.dumps(row[name], ensure_ascii=False, sort_keys=True)
         rows.append(row)
     columns = list(dict.fromkeys(key for row in rows for key in row))  # from_pylist reads only the first row's keys
     try:

@@ -158,7 +158,7 @@ def pref_config(spec: RunSpec, sft_model: Path, pairs_path: Path, run_dir: Path,
         "batch_size": 200, "cache_dir": str(home / "cache" / "eval")}
     return load_train_config(
         None, model={"name_or_path": str(sft_model)}, data={"train": str(pairs_path), "max_length": MAX_LENGTH},
-        loss={"type": spec.loss, **spec.hyperparameters},
+        loss={"type": spec.loss, **spec.hyperparameters}, reference={"cache_dir": str(home / "cache" / "reference")},
         optim={"lr": spec.lr or settings.lr, "schedule": "cosine", "warmup_steps": settings.warmup_steps},
         batch_size=settings.batch_size, epochs=settings.epochs, seed=seed, output_dir=str(run_dir), log_every=1,
         memory_probe=False, diagnose_pairs=settings.probe_pairs, eval=gate, registry_home=str(home))

@@ -10,8 +10,13 @@ The prompt (`judge_messages`) shows the question, the reference answer when the 
 rubric (the item's `rubric`, else `DEFAULT_RUBRIC`) and the answer to grade, and asks for a last line
 `Grade: X`. `parse_grade` reads the last such line (or a reply that is a lone letter); `+`/`-` are
 dropped and E counts as F. The item's score is `GRADE_SCORES[grade]` (A 1.0, B 0.85, C 0.75, D 0.65,
-F 0.0: each letter inside its own default band). A reply with no grade is retried once, then stops the
-eval with an error: a silently mis-scored item would corrupt the very numbers the gate relies on.
+F 0.0: each letter inside its own default band). A reply with no grade is asked again once.
+
+An item the judge cannot grade raises `GradeFailed`: the endpoint failed on it after its bounded retries
+(`prefgate.chat.RetryPolicy`: 429, 5xx, timeouts; Retry-After honoured), refused that request, or replied
+twice without a grade. The eval records such an item as failed, never as a score (a silently mis-scored item
+would corrupt the very numbers the gate relies on), and goes on unless told to stop. A set-up problem (the
+key's variable unset, 401/403/404, a redirect) is a plain `InputError` and stops the eval at once.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from prefgate.chat import ChatEndpoint
+from prefgate.chat import ChatEndpoint, EndpointError, RetryPolicy
 from prefgate.errors import InputError
 from prefgate.eval.grades import GRADE_SCORES
 from prefgate.eval.scorers import Score
@@ -35,6 +40,10 @@ SYSTEM_PROMPT = "You are a strict, fair grader of answers written by an AI assis
 
 _GRADE_LINE = re.compile(r"grade\s*[:=\-]?\s*[*_`\"']*\s*([A-F])\s*[+-]?(?![A-Za-z])", re.IGNORECASE)
 _LONE_LETTER = re.compile(r"^[*_`\"'\s]*([A-F])[+-]?[*_`\"'.\s]*$", re.IGNORECASE)
+
+
+class GradeFailed(InputError):
+    """The judge gave this item no grade (see the module docstring); the next item may fare better."""
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -83,26 +92,30 @@ class _Judge:
         messages = judge_messages(output, item)
         reply = ""
         for _ in range(1 + self.retries):
-            reply = self.complete(messages)
+            try:
+                reply = self.complete(messages)
+            except EndpointError as err:
+                raise GradeFailed(f"{err.message} (at {err.where})", where=item.where, field="scorer") from None
             letter = parse_grade(reply)
             if letter is not None:
                 return Score(GRADE_SCORES[letter], letter, {"judge_reply": reply[-500:]})
-        raise InputError(f"the judge's reply has no grade A-F after {1 + self.retries} tries: {reply[:200]!r}",
-                         where=item.where, field="scorer")
+        raise GradeFailed(f"the judge's reply has no grade A-F after {1 + self.retries} tries: {reply[:200]!r}",
+                          where=item.where, field="scorer")
 
 
 class HttpJudge(_Judge):
     """An OpenAI-compatible chat-completions endpoint; `base_url` ends before `/chat/completions`."""
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, timeout: float = 60.0,
-                 max_tokens: int = 256):
+                 max_tokens: int = 256, retry: RetryPolicy | None = None):
         self.endpoint = ChatEndpoint(base_url, model, role="judge", api_key_env=api_key_env, timeout=timeout,
-                                     max_tokens=max_tokens)
+                                     max_tokens=max_tokens, retry=retry)
         self.url, self.model, self.api_key_env = self.endpoint.url, model, api_key_env
 
     def describe(self) -> dict[str, Any]:
         """What the report records about the judge (never the key)."""
-        return {"kind": "http", "url": self.url, "model": self.model, "api_key_env": self.api_key_env}
+        return {"kind": "http", "url": self.url, "model": self.model, "api_key_env": self.api_key_env,
+                "retry": self.endpoint.retry.describe()}
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         return self.endpoint.complete(messages)

@@ -14,6 +14,7 @@ Labels are read with last-wins for a repeated (id, rater), as the labelling tool
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from itertools import combinations
@@ -32,22 +33,25 @@ AGREEMENT_VERSION = 1
 
 
 def cohen_kappa(first: Sequence[str], second: Sequence[str], categories: Sequence[str] = PREFERRED) -> float | None:
-    """Cohen's kappa of two raters' labels of the same items: (p_o - p_e) / (1 - p_e).
+    """Cohen's kappa of two raters' labels of the same items, (p_o - p_e) / (1 - p_e), from scikit-learn's
+    `cohen_kappa_score`; None where it is undefined (no items, or chance agreement 1: both raters gave one
+    and the same label throughout), where scikit-learn gives nan.
 
     >>> cohen_kappa(["chosen", "chosen", "rejected", "rejected"], ["chosen", "rejected", "rejected", "rejected"])
     0.5
     """
     if len(first) != len(second):
         raise ValueError(f"got {len(first)} and {len(second)} labels; expected the same items")
-    n = len(first)
-    if n == 0:
+    if not first:
         return None
-    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
-    count_a, count_b = Counter(first), Counter(second)
-    chance = sum(count_a[c] * count_b[c] for c in categories) / (n * n)
-    if chance >= 1.0:
-        return None
-    return float((observed - chance) / (1 - chance))
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score  # scikit-learn takes a second to import: only when asked
+
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")  # the undefined case warns before it returns nan
+        kappa = float(cohen_kappa_score(list(first), list(second), labels=list(categories)))
+    return kappa if math.isfinite(kappa) else None
 
 
 def fleiss_kappa(counts: np.ndarray) -> float | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from typing import Any
 
 from prefgate.errors import InputError
 from prefgate.jsonio import InvalidJSON, loads
+from prefgate.reportio import atomic_temp
 
 PREFERRED = ("chosen", "rejected", "tie")
 
@@ -186,9 +186,9 @@ class LabelStore:
             return removed
 
     def _replace(self, text: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        tmp = atomic_temp(self.path)  # keeps the store's permissions (tempfile.mkstemp's would be 0o600)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
+            with open(tmp, "w", encoding="utf-8") as out:
                 out.write(text)
                 out.flush()
                 os.fsync(out.fileno())

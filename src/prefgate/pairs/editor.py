@@ -55,13 +55,10 @@ def _clean_reply(reply: str, item: GoldItem) -> str:
 class HttpEditor:
     """An OpenAI-compatible chat-completions endpoint; `base_url` ends before `/chat/completions`."""
 
-    retries = 1  # one more try on a server error or a network failure
-
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None,
                  template: str = DEFAULT_TEMPLATE, timeout: float = 60.0, max_tokens: int = 512):
         self.endpoint = ChatEndpoint(base_url, model, role="editor", api_key_env=api_key_env,
-                                     key_field="editor_api_key_env", timeout=timeout, max_tokens=max_tokens,
-                                     retries=self.retries)
+                                     key_field="editor_api_key_env", timeout=timeout, max_tokens=max_tokens)
         self.url, self.model = self.endpoint.url, model
         self.template = check_template(template)
 

@@ -16,6 +16,7 @@ example share its prompt; `prefgate.lm.prefix`); both forwards return log-probs 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -85,25 +86,34 @@ class Batch:
 
 
 def tokenize_dataset(ds: PreferenceDataset, tokenizer, loss_type: LossType, *, max_length: int,
-                     max_prompt_length: int | None) -> TokenizedData:
-    """Tokenise every record once into the rows `loss_type` trains on."""
+                     max_prompt_length: int | None, advance: Callable[[int], None] | None = None) -> TokenizedData:
+    """Tokenise every record once into the rows `loss_type` trains on; `advance(1)` after each record (a
+    progress bar's)."""
     tok = PairTokenizer(tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
+    records = _ticking(ds.records, advance)
     layout = loss_type.row_layout
     if layout is RowLayout.CHOSEN_ONLY:
-        return _paired_rows(ds, tok, chosen_only=True) if ds.paired else _sft_rows(ds, tok)
+        return _paired_rows(records, tok, chosen_only=True) if ds.paired else _sft_rows(ds, records, tok)
     if layout is RowLayout.PAIR and ds.paired:
-        return _paired_rows(ds, tok, chosen_only=False)
+        return _paired_rows(records, tok, chosen_only=False)
     if layout is RowLayout.UNPAIRED_KL and not ds.paired:
-        return _kto_rows(ds, tok)
+        return _kto_rows(ds, records, tok)
     if ds.paired:
         raise InputError(f"loss '{loss_type.value}' trains on unpaired examples (prompt, completion, label), "
                          "but the data is paired", where=ds.source)
     raise InputError(f"loss '{loss_type.value}' needs paired data (prompt, chosen, rejected)", where=ds.source)
 
 
-def _paired_rows(ds: PreferenceDataset, tok: PairTokenizer, *, chosen_only: bool) -> TokenizedData:
+def _ticking(records: list, advance: Callable[[int], None] | None) -> Iterator:
+    for rec in records:
+        yield rec
+        if advance is not None:
+            advance(1)
+
+
+def _paired_rows(records: Iterable, tok: PairTokenizer, *, chosen_only: bool) -> TokenizedData:
     rows, truncated, asymmetric = [], 0, 0
-    for rec in ds.records:
+    for rec in records:
         assert isinstance(rec, PreferencePair)
         tp = tok.pair(rec)
         chosen = (tp.prompt_ids, tp.chosen_ids)
@@ -113,12 +123,12 @@ def _paired_rows(ds: PreferenceDataset, tok: PairTokenizer, *, chosen_only: bool
     return TokenizedData(rows, None, truncated, asymmetric)
 
 
-def _sft_rows(ds: PreferenceDataset, tok: PairTokenizer) -> TokenizedData:
+def _sft_rows(ds: PreferenceDataset, records: Iterable, tok: PairTokenizer) -> TokenizedData:
     rows, truncated = [], 0
-    for rec in ds.records:
+    for rec in records:
         if rec.label is False:  # an undesirable completion is not SFT material
             continue
-        ex = tok.sft(rec.id, rec.prompt, rec.completion)
+        ex = tok.sft(rec.id, rec.prompt, rec.completion, template_kwargs=rec.template_kwargs)
         rows.append([(ex.prompt_ids, ex.completion_ids)])
         truncated += ex.completion_truncated
     if not rows:
@@ -126,13 +136,13 @@ def _sft_rows(ds: PreferenceDataset, tok: PairTokenizer) -> TokenizedData:
     return TokenizedData(rows, None, truncated, 0)
 
 
-def _kto_rows(ds: PreferenceDataset, tok: PairTokenizer) -> TokenizedData:
+def _kto_rows(ds: PreferenceDataset, records: Iterable, tok: PairTokenizer) -> TokenizedData:
     if any(rec.label is None for rec in ds.records):
         raise InputError("loss 'kto' needs a label (true or false) on every example", where=ds.source)
     if len(ds.records) < 2:
         raise InputError("loss 'kto' needs at least 2 examples (its KL estimate pairs mismatched ones)",
                          where=ds.source)
-    examples = [tok.example(rec) for rec in ds.records]
+    examples = [tok.example(rec) for rec in records]
     limit = tok.max_length
     rows = []
     for i, ex in enumerate(examples):

@@ -5,6 +5,11 @@ so a run killed at any moment leaves only whole checkpoints; a write that fails 
 temporary folder and raises `CheckpointNotWritten`. The last `keep` are kept. Nothing is pickled beyond
 what `torch.load(weights_only=True)` accepts; weights are safetensors. The loop writes a checkpoint only
 after checking that the weights are finite; `latest_finite_checkpoint` checks the files on disk.
+
+Under FSDP (`sharded`) the weights and the optimizer state are gathered whole to the main process with
+`torch.distributed.checkpoint.state_dict` (every process takes part) and restored into the shards the same way:
+the files hold whole tensors either way, and the optimizer state is then keyed by parameter name. A checkpoint
+resumes on either layout: one written under FSDP on one process, and one written without it under FSDP.
 """
 
 from __future__ import annotations
@@ -44,6 +49,66 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def _full_options(**kwargs):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+
+
+def full_state_dict(model) -> dict[str, torch.Tensor]:
+    """The whole state dict of an FSDP model on the main process's CPU (empty elsewhere); every process calls it."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_full_options(cpu_offload=True))
+
+
+def training_state(model, optimizer, *, sharded: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """(trainable weights, optimizer state) as a checkpoint stores them. `sharded` (FSDP): gathered whole to the
+    main process, which alone gets them (every process must call this); otherwise this process's own."""
+    if not sharded:
+        return trainable_state(model), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    weights = {name: t.contiguous() for name, t in full_state_dict(model).items() if name in trainable}
+    return weights, get_optimizer_state_dict(model, _inner(optimizer), options=_full_options(cpu_offload=True))
+
+
+def _by_name(optimizer_state: dict) -> bool:
+    """True when the optimizer state is keyed by parameter name (written under FSDP), not by index."""
+    return any(isinstance(key, str) for key in optimizer_state.get("state", {}))
+
+
+def _named(optimizer_state: dict, model) -> dict:
+    """An optimizer state keyed by index (`optimizer.state_dict()`) keyed by parameter name instead: the loop's
+    AdamW holds the trainable parameters in `named_parameters` order (`loop._optimizer_and_scheduler`)."""
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    return {"state": {names[i]: value for i, value in optimizer_state["state"].items()},
+            "param_groups": [{**group, "params": [names[i] for i in group["params"]]}
+                             for group in optimizer_state["param_groups"]]}
+
+
+def _restore(model, optimizer, weights: dict[str, torch.Tensor], optimizer_state: dict, *, sharded: bool) -> None:
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    if sharded:
+        set_model_state_dict(model, weights, options=_full_options(strict=False))
+    else:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                params[name].copy_(tensor)
+    if sharded or _by_name(optimizer_state):  # a checkpoint of one layout resumes on the other too
+        named = optimizer_state if _by_name(optimizer_state) else _named(optimizer_state, model)
+        set_optimizer_state_dict(model, _inner(optimizer), named, options=_full_options())
+    else:
+        optimizer.load_state_dict(optimizer_state)
+
+
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -63,20 +128,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, *, model, optimizer, scheduler, loop_state: dict, keep: int,
-                    rng: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(run_dir: Path, step: int, *, state: tuple[dict[str, torch.Tensor], dict], scheduler,
+                    loop_state: dict, keep: int, rng: dict[str, Any] | None = None) -> Path:
     """Write step N's checkpoint atomically (main process; others then add their RNG with `save_rng`).
 
-    `rng`: the RNG state to record (default: the current one). `CheckpointNotWritten` when the file system
-    refuses a write; the temporary folder is removed and the existing checkpoints are left as they were."""
+    `state`: (trainable weights, optimizer state), from `training_state`. `rng`: the RNG state to record (default:
+    the current one). `CheckpointNotWritten` when the file system refuses a write; the temporary folder is
+    removed and the existing checkpoints are left as they were."""
+    weights, optimizer_state = state
     root = run_dir / "checkpoints"
     final = root / f"{PREFIX}{step:07d}"
     tmp = root / f".tmp-{PREFIX}{step:07d}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file(weights, str(tmp / "trainable.safetensors"))
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng if rng is not None else rng_state(), tmp / "rng-0.pt")
         (tmp / "state.json").write_text(json.dumps(loop_state, indent=2))
@@ -131,17 +198,14 @@ def latest_finite_checkpoint(run_dir: Path) -> tuple[Path | None, int, list[str]
     return None, 0, passed
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0) -> dict:
-    """Restore everything `save_checkpoint` wrote; returns the loop state."""
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0, sharded: bool = False) -> dict:
+    """Restore everything `save_checkpoint` wrote; returns the loop state. `sharded` (FSDP): every process
+    reads the whole tensors and keeps its shards."""
     weights = load_file(str(path / "trainable.safetensors"))
-    missing = set(trainable_state(model)) - set(weights)
+    missing = {name for name, p in model.named_parameters() if p.requires_grad} - set(weights)
     if missing:
         raise ValueError(f"checkpoint {path} lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    _restore(model, optimizer, weights, torch.load(path / "optimizer.pt", weights_only=True), sharded=sharded)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng_file = path / f"rng-{rank}.pt"
     if rng_file.exists():

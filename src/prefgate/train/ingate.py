@@ -95,12 +95,12 @@ def _checked_baseline(path: str, settings: GateSettings) -> dict:
 # Evaluating the policy in memory
 
 
-def eval_options(config, settings: GateSettings):
+def eval_options(config, settings: GateSettings, *, progress: bool = False):
     from prefgate.eval.runner import EvalOptions
     from prefgate.lm.generate import GenerationConfig
 
     generation = GenerationConfig(max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
-    return EvalOptions(generation=generation, bands=settings.policy.bands, progress=False)  # CI seed: 0, as eval
+    return EvalOptions(generation=generation, bands=settings.policy.bands, progress=progress)  # CI seed: 0, as eval
 
 
 def evaluate_model(model, tokenizer, settings: GateSettings, options, info: dict[str, Any]) -> dict[str, Any]:
@@ -163,12 +163,12 @@ def verdict_row(step: int, gate: dict[str, Any], eval_path: str, gate_path: str,
 class InTrainingGate:
     """The suite, policy and baseline of one run, and the files its evaluations write (main process only)."""
 
-    def __init__(self, config, settings: GateSettings, run_dir: Path, tokenizer):
+    def __init__(self, config, settings: GateSettings, run_dir: Path, tokenizer, *, progress: bool = False):
         self.config = config
         self.settings = settings
         self.run_dir = run_dir
         self.tokenizer = tokenizer
-        self.options = eval_options(config, settings)
+        self.options = eval_options(config, settings, progress=progress)  # progress: the suite's bars
         self.baseline_path = run_dir / "evals" / BASELINE
         self.baseline_source: dict[str, Any] = {}
 

@@ -10,6 +10,7 @@ processes). A trailing remainder smaller than G is left out of each epoch (a new
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import time
@@ -28,6 +29,7 @@ from prefgate.losses import LossType
 from prefgate.train import checkpoint as ckpt
 from prefgate.train import snapshot as snap
 from prefgate.train.batches import TokenizedData, collate, tokenize_dataset
+from prefgate.train.distributed import describe, is_fsdp, local, make_accelerator
 from prefgate.train.ingate import InTrainingGate, check_settings, output_choice
 from prefgate.train.manifest import RunResult, write_manifest
 from prefgate.train.model import load_policy
@@ -39,8 +41,9 @@ from prefgate.train.monitors import (
     nonfinite_tensors,
     nonfinite_weights_message,
 )
-from prefgate.train.reference import References, build_reference
+from prefgate.train.reference import References, live_reference, resumed_keys, settle
 from prefgate.train.step import Forward, Sums, batch_metrics, compute_batch_loss, means, merge_sums
+from prefgate.train.trackers import PROJECT, tracker_params
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -88,17 +91,19 @@ def _check_output_dir(run_dir: Path, resume: bool) -> None:
 
 
 def _audit_gate(config: TrainConfig, train_ds: PreferenceDataset, eval_ds: PreferenceDataset | None, tokenizer,
-                allow_audit_fail: str | None) -> dict:
+                allow_audit_fail: str | None, show: bool = False) -> dict:
     """`prefgate audit` on the training pairs with what the trainer knows: the eval set (leakage), the tokenizer
     and max_length (truncation, one-sided included) and `data.labels` (agreement of the labels with a human
     sample, the 80% rule). A `fail` verdict stops here unless overridden."""
-    from prefgate.audit import run_audit
+    from prefgate.audit import CHECK_IDS, run_audit
 
     if not train_ds.paired:
         return {"verdict": None, "override_reason": None}
     labels = config.data.labels
-    report = run_audit(train_ds, eval_dataset=eval_ds if eval_ds is not None and eval_ds.paired else None,
-                       labels=labels, tokenizer=tokenizer, max_length=config.data.max_length)
+    with progress(len(CHECK_IDS), "audit", enabled=show, postfix="{task.fields[check]}") as advance:
+        report = run_audit(train_ds, eval_dataset=eval_ds if eval_ds is not None and eval_ds.paired else None,
+                           labels=labels, tokenizer=tokenizer, max_length=config.data.max_length,
+                           progress=lambda check, _seconds: advance(1, check=check))
     by_status = {s: [c["id"] for c in report["checks"] if c["status"] == s] for s in ("fail", "warn")}
     verdict = report["verdict"]
     if verdict == "fail" and not allow_audit_fail:
@@ -132,12 +137,13 @@ def _recorded_audits(config: TrainConfig, train_ds: PreferenceDataset, audit: di
     return out
 
 
-def _load_data(config: TrainConfig, tokenizer, loss_type: LossType):
+def _load_data(config: TrainConfig, tokenizer, loss_type: LossType, show: bool = False):
     train_ds = read_dataset(config.data.train, skip_invalid=config.data.skip_invalid)
     eval_ds = read_dataset(config.data.eval, skip_invalid=config.data.skip_invalid) if config.data.eval else None
     kwargs = {"max_length": config.data.max_length, "max_prompt_length": config.data.max_prompt_length}
-    train_data = tokenize_dataset(train_ds, tokenizer, loss_type, **kwargs)
-    eval_data = tokenize_dataset(eval_ds, tokenizer, loss_type, **kwargs) if eval_ds else None
+    with progress(len(train_ds) + (len(eval_ds) if eval_ds else 0), "tokenising", enabled=show) as advance:
+        train_data = tokenize_dataset(train_ds, tokenizer, loss_type, advance=advance, **kwargs)
+        eval_data = tokenize_dataset(eval_ds, tokenizer, loss_type, advance=advance, **kwargs) if eval_ds else None
     return train_ds, eval_ds, train_data, eval_data
 
 
@@ -190,14 +196,16 @@ def _evaluate(run: _Run) -> dict[str, float]:
     """Loss, rewards and preference accuracy of the policy on the held-out pairs."""
     data, config, model = run.eval_data, run.config, run.model
     sums: Sums = {}
-    with eval_mode(model):
-        for start in range(0, len(data), config.eval.batch_size):
-            batch = collate(data, list(range(start, min(start + config.eval.batch_size, len(data)))),
+    size = config.eval.batch_size
+    with eval_mode(model), progress(-(-len(data) // size), "eval pairs", enabled=run.log.show) as advance:
+        for start in range(0, len(data), size):
+            batch = collate(data, list(range(start, min(start + size, len(data)))),
                             pad_id=run.pad_id).to(run.accelerator.device)
             policy = run.forward.logps(model, batch)
             ref = run.reference.eval.logps(batch)
             out = compute_batch_loss(config.loss.type, config.loss.hyperparameters, policy, ref, batch)
             merge_sums(sums, batch_metrics(config.loss.type, out, policy, ref, batch))
+            advance(1)
     return {f"eval/{k}": v for k, v in means(sums).items()}
 
 
@@ -276,12 +284,14 @@ def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | 
     status, reason, output = _run_output(run, status, reason, step)  # keep_best: the model the gate promoted last
     result = RunResult(run.run_dir, status, step, metrics, reason, kept)
     run.accelerator.wait_for_everyone()  # 3. save
+    whole = ckpt.full_state_dict(run.unwrapped) if status == "completed" and is_fsdp(run.accelerator) else None
     if run.accelerator.is_main_process:
-        artifacts = _save_output(run, output) if status == "completed" else {}
+        artifacts = _save_output(run, output, whole) if status == "completed" else {}
         write_manifest(result, config=config, datasets={"train": run.train_ds, "eval": run.eval_ds}, audit=run.audit,
                        artifacts=artifacts, extra={"memory_probe": run.probe, "reference": run.reference.describe(),
                                                    "forward": run.forward.describe(),
                                                    "processes": run.accelerator.num_processes, "checkpoint": kept,
+                                                   "distributed": describe(run.accelerator, run.unwrapped),
                                                    **_watch_blocks(run, output)})
     run.accelerator.end_training()  # 4. clean up
     return result
@@ -289,7 +299,6 @@ def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | 
 
 def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, show_progress: bool) -> _Run:
     import transformers
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     transformers.utils.logging.disable_progress_bar()  # our own progress bar is the one to watch
@@ -297,18 +306,17 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     gate_settings = check_settings(config)  # a bad suite, gate policy or baseline fails before anything loads
     run_dir = Path(config.output_dir)
     _check_output_dir(run_dir, resume)
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
-    accelerator = Accelerator(mixed_precision=mixed, log_with=config.trackers or None, project_dir=str(run_dir))
+    accelerator = make_accelerator(config, str(run_dir))  # FSDP, mixed precision, trackers (train/distributed.py)
     set_seed(config.seed)
     log = _Logger(run_dir, accelerator, show_progress)
 
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
                                trust_remote_code=config.model.trust_remote_code)
     pad_id = pad_token_id(tokenizer)
-    train_ds, eval_ds, train_data, eval_data = _load_data(config, tokenizer, config.loss.type)
+    train_ds, eval_ds, train_data, eval_data = _load_data(config, tokenizer, config.loss.type, show=log.show)
     log.note(f"train: {len(train_ds)} records, fingerprint {train_ds.fingerprint[:16]}; {train_data.truncated} cut "
              f"by max_length {config.data.max_length} ({train_data.asymmetric} on one side only)")
-    audit = _audit_gate(config, train_ds, eval_ds, tokenizer, allow_audit_fail)
+    audit = _audit_gate(config, train_ds, eval_ds, tokenizer, allow_audit_fail, show=log.show)
     audit = _recorded_audits(config, train_ds, audit, allow_audit_fail)
     schedule = Schedule(len(train_data), config.batch_size, config.grad_accumulation, accelerator.num_processes,
                         config.seed)
@@ -320,12 +328,21 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
                audit, schedule, total_steps)
 
     model = load_policy(config).to(accelerator.device)
+    if config.lora and config.lora.dropout > 0:  # said, not silently ignored
+        log.warn(f"lora.dropout {config.lora.dropout:g} has no effect: the policy trains with dropout off (eval "
+                 "mode), as TRL's default disable_dropout=True")
     run.forward = Forward.resolve(model, config.forward, config.pack_tokens)
     log.note(f"forward: {run.forward.reason}")
     splits = {"train": (train_data, train_ds), **({"eval": (eval_data, eval_ds)} if eval_data is not None else {})}
-    run.reference = build_reference(config, model, splits, tokenizer, device=accelerator.device, pad_id=pad_id,
-                                    forward=run.forward)
-    run.shift_probe = _shift_probe(config, run.reference, model, train_data, pad_id)  # while weights are initial
+    live = live_reference(config, model, device=accelerator.device, forward=run.forward)
+    run.shift_probe = _shift_probe(config, live, model, train_data, pad_id)  # while weights are initial
+    run.reference = settle(config, live, splits, tokenizer, device=accelerator.device, pad_id=pad_id,
+                           show_progress=log.show)
+    del live  # precomputed: the reference model goes now (a loaded one is collected at once, cycles included)
+    if run.reference.strategy == "precomputed":
+        gc.collect()
+    run.loop_state["reference_keys"] = run.reference.keys()
+    log.note(f"reference: {run.reference.summary()}")
     optimizer, run.scheduler = _optimizer_and_scheduler(model, config, total_steps)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     run.unwrapped = accelerator.unwrap_model(run.model)
@@ -333,21 +350,21 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     run.seconds["started"] = started
     if gate_settings is not None:
         _start_gate(run, gate_settings)
-    if accelerator.is_main_process and config.trackers:
-        accelerator.init_trackers("prefgate", config=json.loads(config.model_dump_json()))
+    if accelerator.is_main_process and config.trackers:  # flat, typed hyperparameters (train/trackers.py)
+        accelerator.init_trackers(PROJECT, config=tracker_params(config))
     return run
 
 
-def _shift_probe(config: TrainConfig, reference, model, data: TokenizedData, pad_id: int):
+def _shift_probe(config: TrainConfig, live, model, data: TokenizedData, pad_id: int):
     """The token-level probe (`diagnose_every`, and by default the collapse monitor's signal): reference
-    per-token log-probs of a fixed, seeded sample of training pairs, taken now. None when it does not run, or
-    runs only for the monitor and no pair's answers differ (the monitor then reads the whole-answer mean)."""
+    per-token log-probs of a fixed, seeded sample of training pairs, taken now from the live reference (before a
+    precomputed one drops it). None when it does not run, or runs only for the monitor and no pair's answers
+    differ (the monitor then reads the whole-answer mean)."""
     if not config.probe_every:
         return None
     from prefgate.diagnose import ShiftProbe
 
-    ref = reference.train
-    source = ref if getattr(ref, "kind", None) in ("model", "adapter-disabled") else model  # else: initial policy
+    source = live if live.kind in ("model", "adapter-disabled") else model  # else: the initial policy
     try:
         return ShiftProbe.from_data(source, data, n_pairs=config.diagnose_pairs, seed=config.seed, pad_id=pad_id,
                                     batch_size=config.eval.batch_size)
@@ -363,8 +380,12 @@ def _resume_or_probe(run: _Run, resume: bool) -> None:
         run.log.warn(f"not resuming from {line}")
     if latest is not None:
         run.loop_state = ckpt.load_checkpoint(latest, model=run.unwrapped, optimizer=run.optimizer,
-                                              scheduler=run.scheduler, rank=run.accelerator.process_index)
+                                              scheduler=run.scheduler, rank=run.accelerator.process_index,
+                                              sharded=is_fsdp(run.accelerator))
         run.start_step = run.loop_state["step"]
+        run.loop_state["reference_keys"], changed = resumed_keys(run.loop_state.get("reference_keys"), run.reference)
+        if changed:
+            run.log.warn(changed)
         run.log.truncate_metrics(run.start_step)
         run.log.note(f"resumed from {latest} (step {run.start_step})")
     elif run.config.memory_probe:
@@ -442,6 +463,8 @@ def _optimizer_step(run: _Run, step: int) -> dict:
 
 
 def _clip(accelerator, model, max_norm: float | None) -> float:
+    if max_norm is None and is_fsdp(accelerator):  # the norm of sharded gradients: clipping at inf changes nothing
+        return float(accelerator.clip_grad_norm_(model.parameters(), math.inf))
     if max_norm is None:
         params = [p for p in model.parameters() if p.grad is not None]
         return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
@@ -517,11 +540,14 @@ def _before_collapse(run: _Run, kept: dict, step: int) -> dict:
 
 
 def _write_snapshot(run: _Run, name: str, step: int, why: str) -> None:
-    """`snapshots/NAME` from the model in memory (the main process writes it); a refused write stops the run."""
+    """`snapshots/NAME` from the model in memory (the main process writes it; under FSDP every process first
+    gathers the weights); a refused write stops the run."""
     failed = None
+    whole = ckpt.full_state_dict(run.unwrapped) if is_fsdp(run.accelerator) else None
     if run.accelerator.is_main_process:
         try:
-            snap.save_snapshot(run.unwrapped, run.tokenizer, run.run_dir / "snapshots" / name, step=step, why=why)
+            snap.save_snapshot(run.unwrapped, run.tokenizer, run.run_dir / "snapshots" / name, step=step, why=why,
+                               state_dict=whole)
         except ckpt.CheckpointNotWritten as err:
             failed = err
     if _any_process(run, failed is not None):
@@ -531,7 +557,7 @@ def _write_snapshot(run: _Run, name: str, step: int, why: str) -> None:
 
 def _start_gate(run: _Run, settings) -> None:
     """The in-training gate's baseline (before step 1) and, on a fresh run, the verdict of step 0."""
-    run.gate = InTrainingGate(run.config, settings, run.run_dir, run.tokenizer)
+    run.gate = InTrainingGate(run.config, settings, run.run_dir, run.tokenizer, progress=run.log.show)
     accelerator = run.accelerator
     if accelerator.is_main_process:
         run.seconds["baseline"] = run.gate.prepare_baseline(run.unwrapped)
@@ -593,10 +619,11 @@ def _run_output(run: _Run, status: str, reason: str | None, step: int) -> tuple[
     return status, reason, output
 
 
-def _save_output(run: _Run, output: dict | None) -> dict[str, str]:
-    """The run's model: the weights in memory, or with keep_best the snapshot the gate promoted last."""
+def _save_output(run: _Run, output: dict | None, whole: dict | None = None) -> dict[str, str]:
+    """The run's model: the weights in memory (`whole`: gathered under FSDP), or with keep_best the snapshot the
+    gate promoted last."""
     if output is None or output["from"] != "snapshots/gate-passed":
-        return _save_model(run.unwrapped, run.tokenizer, run.run_dir, run.config)
+        return _save_model(run.unwrapped, run.tokenizer, run.run_dir, run.config, whole)
     from prefgate.train.manifest import hash_tree
 
     out = run.run_dir / ("adapter" if run.config.lora else "model")
@@ -640,7 +667,7 @@ def _any_process(run: _Run, flag: bool) -> bool:
 
 def _nonfinite_weights(run: _Run) -> tuple[int, list[str]]:
     """(trainable tensors, names of those holding a NaN or inf) of the model in memory, agreed by every process."""
-    n, bad = nonfinite_tensors((name, p) for name, p in run.unwrapped.named_parameters() if p.requires_grad)
+    n, bad = nonfinite_tensors((name, local(p)) for name, p in run.unwrapped.named_parameters() if p.requires_grad)
     if _any_process(run, bool(bad)) and not bad:
         bad = ["a tensor on another process"]
     return n, bad
@@ -659,12 +686,13 @@ def _write_checkpoint(run: _Run, step: int, rng: dict | None = None) -> None:
     accelerator = run.accelerator
     path = run.run_dir / "checkpoints" / f"{ckpt.PREFIX}{step:07d}"
     accelerator.wait_for_everyone()
-    failed = None
+    failed, sharded = None, is_fsdp(accelerator)
+    state = ckpt.training_state(run.unwrapped, run.optimizer, sharded=True) if sharded else None  # every process
     if accelerator.is_main_process:
         try:
-            ckpt.save_checkpoint(run.run_dir, step, model=run.unwrapped, optimizer=run.optimizer,
-                                 scheduler=run.scheduler, loop_state=run.loop_state, keep=run.config.checkpoint_keep,
-                                 rng=rng)
+            state = state or ckpt.training_state(run.unwrapped, run.optimizer)
+            ckpt.save_checkpoint(run.run_dir, step, state=state, scheduler=run.scheduler, loop_state=run.loop_state,
+                                 keep=run.config.checkpoint_keep, rng=rng)
         except ckpt.CheckpointNotWritten as err:
             failed = err
     if _any_process(run, failed is not None):  # on several processes, also the barrier before `save_rng`
@@ -711,12 +739,13 @@ def _checkpoint_line(block: dict) -> str:
             "--resume continues from it")
 
 
-def _save_model(unwrapped, tokenizer, run_dir: Path, config: TrainConfig) -> dict[str, str]:
-    """Adapter (PEFT format) or full model (transformers format), with the tokenizer; returns sha256s."""
+def _save_model(unwrapped, tokenizer, run_dir: Path, config: TrainConfig, whole: dict | None = None) -> dict[str, str]:
+    """Adapter (PEFT format) or full model (transformers format), with the tokenizer; returns sha256s. `whole`:
+    the weights to write (under FSDP, gathered from the shards)."""
     from prefgate.train.manifest import hash_tree
 
     out = run_dir / ("adapter" if config.lora else "model")
-    unwrapped.save_pretrained(str(out))
+    unwrapped.save_pretrained(str(out), **({} if whole is None else {"state_dict": whole}))
     tokenizer.save_pretrained(str(out))
     return hash_tree(run_dir, out)
 

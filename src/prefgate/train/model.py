@@ -23,7 +23,8 @@ def _qlora_config(lora: LoraConfig):
 def load_policy(config: TrainConfig):
     """The model to train: full, or wrapped with fresh LoRA adapters (only they require grad)."""
     quant = _qlora_config(config.lora) if config.lora else None
-    model = load_causal_lm(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code,
+    model = load_causal_lm(config.model.name_or_path, dtype=getattr(torch, config.model.dtype),
+                           trust_remote_code=config.model.trust_remote_code,
                            attn_implementation=config.model.attn_implementation, quantization_config=quant)
     model.config.use_cache = False
     if config.model.gradient_checkpointing:  # transformers 5 renamed it; older releases have only the old name

@@ -30,14 +30,15 @@ def collapse_name(step: int) -> str:
     return f"collapse-step-{step:07d}"
 
 
-def save_snapshot(model, tokenizer, path: Path, *, step: int, why: str) -> Path:
-    """Write `model` (its `save_pretrained` form) and `tokenizer` to `path` atomically, replacing what is there."""
+def save_snapshot(model, tokenizer, path: Path, *, step: int, why: str, state_dict: dict | None = None) -> Path:
+    """Write `model` (its `save_pretrained` form) and `tokenizer` to `path` atomically, replacing what is there.
+    `state_dict`: the weights to write instead of the model's own (under FSDP, the whole ones gathered)."""
     tmp = path.with_name(f".tmp-{path.name}")
     old = path.with_name(f".old-{path.name}")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), **({} if state_dict is None else {"state_dict": state_dict}))
         tokenizer.save_pretrained(str(tmp))
         (tmp / INFO).write_text(json.dumps({"step": step, "why": why}, indent=2) + "\n")
         shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,160 @@
+"""Several processes: the `Accelerator` a run trains with, and what FSDP needs from prefgate.
+
+`accelerate launch` decides the layout (its flags, or a config file such as those in `examples/accelerate/`);
+`make_accelerator` builds the `Accelerator` from it and adds what prefgate's loop relies on:
+
+- **FSDP is FSDP2** (`fully_shard`, `fsdp_version: 2`). FSDP1 is refused with one line: its flattened
+  parameters change every parameter name the checkpoints, the finite-weights check and the LoRA adapter use.
+- **Wrap policy**: where the launch names none, `transformer_based_wrap` on the model's `_no_split_modules`
+  (each decoder layer its own unit); accelerate also puts the input embedding and the final norm + LM head in
+  units of their own.
+- **State-dict type**: `FULL_STATE_DICT`. Checkpoints, snapshots and the saved model hold whole tensors,
+  gathered to the main process (`checkpoint.training_state`, `checkpoint.full_state_dict`), so they load with
+  `from_pretrained` and resume on any number of processes.
+- **CPU processes**: accelerate 1.16 builds the FSDP plugin from the launcher's environment but turns FSDP on
+  only for GPU-like layouts; on CPU processes (`ACCELERATE_USE_CPU=1`, gloo) it would train plain DDP without a
+  word. prefgate switches the accelerator's state to FSDP there, so accelerate's own FSDP2 preparation runs (on
+  2 CPU processes in `tests/train/test_fsdp.py`).
+- **A launch that did not connect**: processes started by a launcher (`WORLD_SIZE` > 1) that accelerate runs
+  alone (a CPU-only machine launched without `ACCELERATE_USE_CPU=1`) would each train the whole run into the same
+  folder; that is refused.
+- **DeepSpeed is refused** (`refuse_deepspeed`): under it accelerate steps the optimizer inside `backward`.
+
+What FSDP asks of the run's settings (`check_fsdp`): no live `reference.model` (a whole unsharded copy on every
+process; `precomputed` scores it once and drops it), and no in-training gate (the main process generates alone,
+and a sharded model needs every process in each forward).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from prefgate.errors import InputError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from prefgate.config import TrainConfig
+
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+STATE_DICT_TYPE = "FULL_STATE_DICT"
+WRAP_POLICY = "transformer_based_wrap"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() == "true"
+
+
+def fsdp_requested() -> bool:
+    """Did the launch ask for FSDP (`accelerate launch --use_fsdp`, or `distributed_type: FSDP` in its config)?"""
+    return _flag("ACCELERATE_USE_FSDP")
+
+
+def refuse_deepspeed() -> None:
+    """DeepSpeed steps the optimizer inside `accelerator.backward` (accelerate's DeepSpeedEngineWrapper), before
+    the loop has seen the gradient norm: the NaN guard, which stops a run *before* a non-finite step, and the
+    loop's own gradient accumulation cannot hold there. FSDP2 shards the same things (docs/train.md)."""
+    if _flag("ACCELERATE_USE_DEEPSPEED"):
+        raise InputError("prefgate does not train under DeepSpeed: it steps the optimizer inside backward, before the "
+                         "NaN guard can stop a non-finite step; use FSDP2 instead (examples/accelerate/fsdp.yaml "
+                         "shards like ZeRO-3, fsdp_shard_grad_op.yaml like ZeRO-2)", field="distributed_type")
+
+
+def fsdp_plugin():
+    """accelerate's FSDP plugin from the launch's settings (its environment), with prefgate's: FSDP2, whole state
+    dicts, and a transformer-layer wrap policy where the launch names none."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    wrap = None if os.environ.get("FSDP_AUTO_WRAP_POLICY") else WRAP_POLICY
+    plugin = FullyShardedDataParallelPlugin(state_dict_type=STATE_DICT_TYPE, auto_wrap_policy=wrap)
+    if plugin.fsdp_version != 2:
+        raise InputError(f"prefgate trains with FSDP2 only, and the launch asks for FSDP{plugin.fsdp_version}: pass "
+                         "--fsdp_version 2 to accelerate launch (or set fsdp_version: 2 in the accelerate config)",
+                         field="fsdp_version")
+    return plugin
+
+
+def check_launch(world_size: int, num_processes: int) -> None:
+    """A launcher started `world_size` processes; accelerate must see the same number."""
+    if world_size > 1 and num_processes == 1:
+        raise InputError(f"the launcher started {world_size} processes, but accelerate runs this one alone, so each "
+                         "would train the whole run into the same output_dir; on a machine without a GPU launch with "
+                         "ACCELERATE_USE_CPU=1 (docs/train.md, 'Several processes')")
+
+
+def _drop_other_precision(mixed: str) -> None:
+    """accelerate keeps one `AcceleratorState` per process and refuses an `Accelerator` of another mixed
+    precision; a single process may start several runs (the Python API, the tests), so a run on one process
+    drops the state a previous run of another precision left. (A launched process trains one run.)"""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and shared and shared.get("_mixed_precision") != mixed:
+        AcceleratorState._reset_state()
+
+
+def make_accelerator(config: TrainConfig, project_dir: str) -> Accelerator:
+    """The run's `Accelerator`: mixed precision from `precision`, the trackers, and FSDP as the launch asks."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedType
+
+    from prefgate.train.trackers import log_with
+
+    refuse_deepspeed()
+    mixed = MIXED_PRECISION[config.precision]
+    plugin = fsdp_plugin() if fsdp_requested() else None
+    _drop_other_precision(mixed)
+    accelerator = Accelerator(mixed_precision=mixed, log_with=log_with(config), project_dir=project_dir,
+                              fsdp_plugin=plugin)
+    check_launch(int(os.environ.get("WORLD_SIZE", "1")), accelerator.num_processes)
+    if plugin is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        if mixed != "no":
+            plugin.set_mixed_precision(mixed)
+        # What accelerate does itself on GPUs (AcceleratorState.__init__), done for CPU processes: both shared
+        # states say FSDP, since every later AcceleratorState() copies PartialState's layout into its own.
+        PartialState().distributed_type = accelerator.state.distributed_type = DistributedType.FSDP
+        accelerator.state.fsdp_plugin = plugin
+    if is_fsdp(accelerator):
+        check_fsdp(config)
+    return accelerator
+
+
+def is_fsdp(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def check_fsdp(config: TrainConfig) -> None:
+    """The settings FSDP cannot honour, each one line (exit 2)."""
+    if config.reference.strategy == "model" and config.loss.type.needs_reference:
+        raise InputError("under FSDP a live reference.model would be a whole unsharded copy on every process; use "
+                         "reference.strategy: precomputed (it scores reference.model once before step 1, then drops "
+                         "it)", field="reference.strategy")
+    if config.eval.suite is not None:
+        raise InputError("the in-training gate does not run under FSDP: the main process generates alone, and a "
+                         "sharded model needs every process in each forward; gate the saved model with prefgate eval "
+                         "and prefgate gate, or train with DDP", field="eval.suite")
+
+
+def local(tensor):
+    """This process's shard of an FSDP2 parameter (a DTensor); any other tensor as it is."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if to_local is not None else tensor
+
+
+def describe(accelerator, model=None) -> dict:
+    """The manifest's `distributed` block: the layout, and under FSDP the plugin's settings and the units."""
+    out = {"type": str(accelerator.distributed_type.value).lower(), "processes": accelerator.num_processes}
+    if not is_fsdp(accelerator):
+        return out
+    plugin = accelerator.state.fsdp_plugin
+    wrap = plugin.transformer_cls_names_to_wrap
+    out["fsdp"] = {"version": plugin.fsdp_version, "state_dict_type": STATE_DICT_TYPE,
+                   "wrap": list(wrap) if wrap else None, "reshard_after_forward": plugin.reshard_after_forward}
+    if model is not None:
+        from torch.distributed.fsdp import FSDPModule
+
+        out["fsdp"]["units"] = sum(isinstance(m, FSDPModule) for m in model.modules())
+    return out

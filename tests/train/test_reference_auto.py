@@ -181,7 +181,23 @@ def test_the_run_says_which_strategy_auto_took_and_why(tiny_dir, pairs_file, tmp
     assert _manifest(tmp_path / "simpo")["reference"]["strategy"] == "none"
 
 
-@pytest.mark.slow  # five short runs
+def test_the_weights_dtype_is_part_of_the_key_and_float32_keys_are_unchanged(tiny_dir, pairs_file, tmp_path):
+    """A table scored by bfloat16 weights is never reused by a float32 run (or the other way round); a float32
+    run's key is the one it had before `model.dtype` existed."""
+    from prefgate.train.reference import cache_key
+
+    cache = {"reference.cache_dir": str(tmp_path / "cache")}
+    fp32 = train(make_config(tiny_dir, pairs_file, tmp_path / "fp32", max_steps=1, **cache), show_progress=False)
+    bf16 = train(make_config(tiny_dir, pairs_file, tmp_path / "bf16", max_steps=1, **cache,
+                             **{"model.dtype": "bfloat16"}), show_progress=False)
+    keys = [_manifest(r.run_dir)["reference"]["cache"]["train"] for r in (fp32, bf16)]
+    assert keys[0]["key"] != keys[1]["key"] and keys[1]["reused"] is False
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+    common = {"model": {"path": "m"}, "data_fingerprint": "d", "tokenizer": "t", "max_length": 8,
+              "max_prompt_length": None, "loss_rows": "paired:2", "forward": "prefix_shared"}
+    assert cache_key(**common) == cache_key(**common, weights="float32") != cache_key(**common, weights="bfloat16")
+
+
 def test_resume_reuses_the_cache_by_key_and_recomputes_it_from_the_initial_weights(tiny_dir, pairs_file, tmp_path):
     """A resumed run looks the table up by the same key; with the cache gone it scores the initial weights again
     (the checkpoint is loaded only after the pass), so both resumed runs give the uninterrupted run's losses."""

@@ -7,9 +7,10 @@
 - `model`: `reference.model` (path or hub id), frozen and live every step: for data that changes during training.
 - `precomputed`: one no-grad pass over the training (and eval) data before step 1, cached on disk under a key
   hashing the reference model's identity, the data fingerprint, the tokenizer, the length limits, the row
-  layout and the forward; a later run (or a resumed one) with the same inputs reuses it, a changed input gives
-  a new key. With full fine-tuning and no `reference.model`, the pass scores the initial policy itself: no copy
-  is ever made. A loaded `reference.model` is dropped after the pass.
+  layout, the forward and the weights' dtype (bfloat16, or nf4 under QLoRA); a later run (or a resumed one)
+  with the same inputs reuses it, a changed input gives a new key. With full fine-tuning and no
+  `reference.model`, the pass scores the initial policy itself: no copy is ever made. A loaded
+  `reference.model` is dropped after the pass.
 
 The loop asks `live_reference` for the model that scores the reference (the shift probe reads it too, before
 step 1), then `settle` turns it into the `References` used in training: the live object itself, or cached
@@ -162,11 +163,14 @@ def tokenizer_identity(tokenizer) -> str:
 
 
 def cache_key(*, model: dict, data_fingerprint: str, tokenizer: str, max_length: int,
-              max_prompt_length: int | None, loss_rows: str, forward: str = "concatenated") -> str:
+              max_prompt_length: int | None, loss_rows: str, forward: str = "concatenated",
+              weights: str = "float32") -> str:
     payload = {"model": model, "data": data_fingerprint, "tokenizer": tokenizer, "max_length": max_length,
                "max_prompt_length": max_prompt_length, "rows": loss_rows, "format": 2}  # 2: no EOS after a chat turn
     if forward != "concatenated":  # keys of caches written before the prefix-shared forward stay valid
         payload["forward"] = forward
+    if weights != "float32":  # float32 keys stay as they were before `model.dtype` and QLoRA were keyed
+        payload["weights"] = weights
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -278,7 +282,8 @@ def settle(config, live, splits: dict[str, tuple[TokenizedData, Any]], tokenizer
               "max_length": config.data.max_length, "max_prompt_length": config.data.max_prompt_length,
               "loss_rows": f"{'paired' if config.loss.type.paired else config.loss.type.value}:"
                            f"{splits['train'][0].n_roles}",
-              "forward": live.forward.key}
+              "forward": live.forward.key,
+              "weights": "nf4" if live.kind == "adapter-disabled" and config.lora.load_in_4bit else config.model.dtype}
     tables = {name: cached_reference(live, data, cache_key(data_fingerprint=ds.fingerprint, **common), cache_dir,
                                      pad_id=pad_id, batch_size=config.eval.batch_size, device=device,
                                      show=f"reference log-probs ({name})" if show_progress else None)

@@ -33,7 +33,7 @@ from typing import Any
 
 from prefgate.errors import InputError
 from prefgate.lm.load import eval_mode, pad_token_id
-from prefgate.lm.logps import token_logps
+from prefgate.lm.prefix import token_logps
 from prefgate.reportio import header
 
 __all__ = [

@@ -95,7 +95,7 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
 # TRL keys with nothing to carry, and why; any other TRL key in this group is reported with GENERIC_NOT_CARRIED.
 NOT_CARRIED: dict[str, str] = {
     "dtype": "prefgate loads weights in float32 and runs `precision` (bf16/fp16 autocast) over them",
-    "disable_dropout": "prefgate trains with dropout off (the model stays in eval mode), as TRL's default",
+    "disable_dropout": "prefgate trains with every dropout at 0 (in training mode), as TRL's default",
     "eval_strategy": "held-out pairs come from data.eval (a file) every eval.every steps; set them in the config",
     "eval_steps": "see eval_strategy", "per_device_eval_batch_size": "set eval.batch_size with data.eval",
     "dataset_test_split": "held-out pairs come from data.eval (a file)",

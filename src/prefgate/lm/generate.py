@@ -20,7 +20,7 @@ import torch
 from prefgate import console
 from prefgate.data.records import Text
 from prefgate.errors import InputError
-from prefgate.lm.load import pad_token_id
+from prefgate.lm.load import eval_mode, pad_token_id
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,9 @@ def generate_batch(model: Any, tokenizer: Any, rows: list[list[int]], max_new_to
                    temperature: float | None = None, top_p: float | None = None,
                    num_return_sequences: int = 1) -> list[list[int]]:
     """New token ids for each prompt row: greedy, or sampled when `temperature` is given (then
-    `num_return_sequences` per row, row-major). Left-padded batch, KV cache, cut after the first EOS."""
+    `num_return_sequences` per row, row-major). Left-padded batch, KV cache, cut after the first EOS. The model
+    generates in eval mode (no dropout) and is left in the mode it was in (the in-training gate generates from
+    the policy, which trains in training mode)."""
     pad_id = pad_token_id(tokenizer)
     eos_ids = _eos_ids(model, tokenizer)
     input_ids, attention_mask = _left_pad(rows, pad_id)
@@ -119,10 +121,11 @@ def generate_batch(model: Any, tokenizer: Any, rows: list[list[int]], max_new_to
     sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     if temperature is not None:
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-    out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                         max_new_tokens=max_new_tokens, num_beams=1, use_cache=True, pad_token_id=pad_id,
-                         eos_token_id=sorted(eos_ids) or None, num_return_sequences=num_return_sequences,
-                         **sampling)
+    with eval_mode(model):
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                             max_new_tokens=max_new_tokens, num_beams=1, use_cache=True, pad_token_id=pad_id,
+                             eos_token_id=sorted(eos_ids) or None, num_return_sequences=num_return_sequences,
+                             **sampling)
     new = out[:, input_ids.shape[1]:].tolist()
     return [_cut_at_eos(ids, eos_ids, pad_id) for ids in new]
 

@@ -1,14 +1,16 @@
 """Sequence log-probabilities: the one computation that DPO training, preference accuracy and KL share.
 
-Three functions:
+The functions:
 
 - `sequence_logps(logits, labels, loss_mask)`: summed log-probabilities of the masked label tokens, in
   float32 whatever the dtype of `logits`, with the causal shift (the logits at position t predict the
   token at t + 1). A row with no masked token gives 0, never NaN.
 - `completion_logps(model, prompt_ids, completion_ids, ...)`: pads a list of (prompt, completion) token
   id lists into batches, runs the model, and returns each example's summed completion log-probability.
-- `token_logps(model, prompt_ids, completion_ids, ...)`: the same forward, but every completion token's
-  log-probability (what `prefgate diagnose` and the trainer's shift probe split at the first differing token).
+- `token_logps(model, prompt_ids, completion_ids, ...)`: every completion token's log-probability (what
+  `prefgate diagnose` and the trainer's shift probe split at the first differing token); through the
+  prefix-shared layout and a chunked LM head where the model allows (no full-vocabulary logits of the
+  batch), else the padded forward above (`padded_token_logps`, (B, T, V) logits a batch).
 
 Shapes: B = batch, T = sequence length, V = vocabulary.
 """
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["completion_logps", "pad_examples", "sequence_logps", "token_logps"]
+__all__ = ["completion_logps", "pad_examples", "padded_token_logps", "sequence_logps", "token_logps"]
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor,
@@ -94,22 +96,23 @@ def completion_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids:
 def _per_token(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """log p(input_ids[:, t + 1] | input_ids[:, :t + 1]) for every t: float32 (B, T - 1).
 
-    The target's logit minus the log-sum-exp, in float32: log-softmax without a second (B, T, V) tensor.
+    The target's logit minus the log-sum-exp, in float32, one row at a time: the float32 copy (for half
+    logits) and the log-sum-exp temporary are (T, V), not (B, T, V).
     """
-    logits = logits[:, :-1, :].float()  # float32 before normalising
-    target = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return target - torch.logsumexp(logits, dim=-1)
+    rows = []
+    for b in range(logits.shape[0]):
+        row = logits[b, :-1, :].float()  # (T-1, V), float32 before normalising
+        target = row.gather(-1, input_ids[b, 1:].unsqueeze(-1)).squeeze(-1)
+        rows.append(target - torch.logsumexp(row, dim=-1))
+        del row
+    return torch.stack(rows)
 
 
 @torch.no_grad()
-def token_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
-                pad_id: int = 0, batch_size: int = 8) -> list[list[float]]:
-    """Each completion token's log-probability under `model` given the prompt and the tokens before it.
-
-    Returns one list per example (len(completion_ids[i]) floats, float32 precision), in the input's order;
-    an empty completion gives []. Their sums agree with `completion_logps`. Prompts must be non-empty (the
-    first token is never scored). The caller chooses the mode (eval, no dropout); no gradient is kept.
-    """
+def padded_token_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+                       pad_id: int = 0, batch_size: int = 8) -> list[list[float]]:
+    """`token_logps` through the model's own forward on `batch_size` right-padded rows at a time: works for any
+    causal LM, and holds that batch's full-vocabulary logits (batch_size, T, V) plus a (T, V) temporary."""
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
     device = next(model.parameters()).device
@@ -120,6 +123,24 @@ def token_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequ
         input_ids = input_ids.to(device)
         logits = model(input_ids=input_ids, attention_mask=attention_mask.to(device), use_cache=False).logits
         per_token = _per_token(logits, input_ids).cpu()  # (B, T-1); column t scores token t + 1
+        del logits
         for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
             out.append(per_token[row, len(p) - 1: len(p) - 1 + len(c)].tolist())
     return out
+
+
+def token_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+                pad_id: int = 0, batch_size: int = 8) -> list[list[float]]:
+    """Each completion token's log-probability under `model` given the prompt and the tokens before it.
+
+    Returns one list per example (len(completion_ids[i]) floats, float32 precision), in the input's order;
+    an empty completion gives []. Their sums agree with `completion_logps`. Prompts must be non-empty (the
+    first token is never scored). The caller chooses the mode (eval, no dropout); no gradient is kept.
+
+    Memory: where the model takes the prefix-shared layout and its LM head is a plain Linear, the head runs
+    in chunks on the completion positions only (`prefgate.lm.prefix.token_logps`), so the batch's
+    full-vocabulary logits never exist; otherwise `padded_token_logps`.
+    """
+    from prefgate.lm.prefix import token_logps as dispatch  # here, not at the top: prefix imports this module
+
+    return dispatch(model, prompt_ids, completion_ids, pad_id=pad_id, batch_size=batch_size)

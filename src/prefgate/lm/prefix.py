@@ -42,10 +42,10 @@ import torch
 
 from prefgate.lm.chunked import chunked_target_logps
 from prefgate.lm.load import eval_mode
-from prefgate.lm.logps import completion_logps
+from prefgate.lm.logps import completion_logps, padded_token_logps
 
-__all__ = ["FORWARD_MODES", "Layout", "build_layout", "layout_logps", "pair_logps", "prefix_shared_logps",
-           "resolve_forward", "supports_prefix_sharing"]
+__all__ = ["FORWARD_MODES", "Layout", "build_layout", "layout_logps", "layout_token_logps", "pair_logps",
+           "prefix_shared_logps", "resolve_forward", "supports_prefix_sharing", "token_logps"]
 
 Row = tuple[list[int], list[int]]  # (prompt_ids, completion_ids)
 FORWARD_MODES = ("auto", "concatenated", "prefix_shared")
@@ -257,26 +257,33 @@ def _forward(model, hf, layout: Layout, logits_to_keep: torch.Tensor):
     return out, captured[-1]
 
 
-def layout_logps(model, layout: Layout) -> torch.Tensor:
-    """Summed completion log-prob of every output slot, float32 (n_outputs,); differentiable."""
+def layout_token_logps(model, layout: Layout) -> torch.Tensor:
+    """log p(target) of every scored token, float32 (N,), in layout order (`layout.owner` says whose);
+    differentiable. With a plain LM head the full-vocabulary logits never exist: the head runs on the
+    predicting positions only, in chunks of about 128 MB of logits (`chunked_target_logps`)."""
     hf = _unwrap(model)
     layout = layout.to(hf.get_input_embeddings().weight.device)
     keep = torch.zeros(layout.input_ids.shape, dtype=torch.bool, device=layout.input_ids.device)
     if _plain_head(hf):
         _, hidden = _forward(model, hf, layout, keep)  # (R, L, H); the model's own head sees no position
         head = hf.get_output_embeddings()
-        token_logps = chunked_target_logps(hidden[layout.pred_row, layout.pred_col], head.weight, head.bias,
-                                           layout.targets)
-    else:  # the model's own head (scaling, soft-capping, adapters) on the predicting positions only
-        keep[layout.pred_row, layout.pred_col] = True
-        logits = _forward(model, hf, layout, keep)[0].logits  # (n_kept, V), row-major order
-        index = (keep.flatten().cumsum(0) - 1)[layout.pred_row * keep.shape[1] + layout.pred_col]
-        token_logps = torch.log_softmax(logits.float(), dim=-1)[index, layout.targets]
+        return chunked_target_logps(hidden[layout.pred_row, layout.pred_col], head.weight, head.bias,
+                                    layout.targets)
+    # the model's own head (scaling, soft-capping, adapters) on the predicting positions only: (N, V) logits
+    keep[layout.pred_row, layout.pred_col] = True
+    logits = _forward(model, hf, layout, keep)[0].logits  # (n_kept, V), row-major order
+    index = (keep.flatten().cumsum(0) - 1)[layout.pred_row * keep.shape[1] + layout.pred_col]
+    return torch.log_softmax(logits.float(), dim=-1)[index, layout.targets]
+
+
+def layout_logps(model, layout: Layout) -> torch.Tensor:
+    """Summed completion log-prob of every output slot, float32 (n_outputs,); differentiable."""
+    token_logps = layout_token_logps(model, layout)
     # Sum each completion's token log-probs in float64: index_add adds one token at a time, and in float32 that
     # drifts by ~1e-4 over a few hundred tokens of ~-10 each (a reduction like `.sum()` adds pairwise).
     wide = torch.float32 if token_logps.device.type == "mps" else torch.float64  # MPS has no float64
     out = torch.zeros(layout.n_outputs, dtype=wide, device=token_logps.device)
-    return out.index_add(0, layout.owner, token_logps.to(wide)).float()
+    return out.index_add(0, layout.owner.to(token_logps.device), token_logps.to(wide)).float()
 
 
 def prefix_shared_logps(model, rows: Sequence[Sequence[Row]], *, pad_id: int,
@@ -425,3 +432,42 @@ def pair_logps(model, prompts: Sequence[list[int]], chosen: Sequence[list[int]],
     if not out_chosen:
         return torch.zeros(0), torch.zeros(0)
     return torch.cat(out_chosen), torch.cat(out_rejected)
+
+
+@torch.no_grad()
+def token_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+                pad_id: int = 0, batch_size: int = 8) -> list[list[float]]:
+    """Each completion token's log-probability under `model`: the contract of `lm.logps.token_logps` (one list
+    of len(completion_ids[i]) floats per example, in the input's order; [] for an empty completion; no
+    gradient; the caller chooses the mode), without full-vocabulary logits where the model allows.
+
+    Where `supports_prefix_sharing(model)` and the head is a plain Linear, `batch_size` examples at a time go
+    through the layout and the LM head runs in chunks on completion positions only: at most about 128 MB of
+    logits at once instead of (batch_size, T, V). Otherwise the padded full-logits forward
+    (`lm.logps.padded_token_logps`); the two agree within float32 rounding.
+    """
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"got {len(prompt_ids)} prompts and {len(completion_ids)} completions")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    if not prompt_ids:
+        return []
+    if not (supports_prefix_sharing(model)[0] and _plain_head(_unwrap(model))):
+        return padded_token_logps(model, prompt_ids, completion_ids, pad_id=pad_id, batch_size=batch_size)
+    out: list[list[float]] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        rows = [[(list(p), list(c))] for p, c in zip(prompt_ids[start:start + batch_size],
+                                                     completion_ids[start:start + batch_size], strict=True)]
+        out.extend(_example_token_logps(model, rows, pad_id=pad_id))
+    return out
+
+
+def _example_token_logps(model, rows: list[list[Row]], *, pad_id: int) -> list[list[float]]:
+    """Per-token log-probs of one-role `rows` (one tree of one branch each, one tree a layout row), one list per
+    example. `build_layout` plans tokens example by example, in token order; the owner of each is its example's
+    index, so a stable sort by owner recovers every completion's tokens in order whatever the row order."""
+    layout = build_layout(rows, pad_id=pad_id)
+    logps = layout_token_logps(model, layout).cpu()  # (N,) float32
+    order = torch.argsort(layout.owner, stable=True)
+    counts = torch.bincount(layout.owner, minlength=len(rows)).tolist()  # == len(completion): prompts non-empty
+    return [part.tolist() for part in torch.split(logps[order], counts)]

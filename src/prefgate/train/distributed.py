@@ -144,9 +144,21 @@ def local(tensor):
     return to_local() if to_local is not None else tensor
 
 
+def policy_mode(model) -> str:
+    """The mode of `model`: "train" when every module is in training mode, "eval" when none is, else "mixed". The
+    policy trains in training mode with its dropout off (`train.model.load_policy`); wrapping keeps that: DDP's wrapper
+    is a module of its own (the loop sets it to training mode), and FSDP2's `fully_shard` changes each unit's
+    class in place, leaving its modules, their mode and their attributes (the zeroed dropout) as they were."""
+    modes = {module.training for module in model.modules()}
+    return "mixed" if len(modes) > 1 else "train" if modes == {True} else "eval"
+
+
 def describe(accelerator, model=None) -> dict:
-    """The manifest's `distributed` block: the layout, and under FSDP the plugin's settings and the units."""
+    """The manifest's `distributed` block: the layout, the mode the policy `model` ended in (`policy_mode`),
+    and under FSDP the plugin's settings and the units."""
     out = {"type": str(accelerator.distributed_type.value).lower(), "processes": accelerator.num_processes}
+    if model is not None:
+        out["policy_mode"] = policy_mode(model)
     if not is_fsdp(accelerator):
         return out
     plugin = accelerator.state.fsdp_plugin

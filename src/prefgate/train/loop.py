@@ -32,7 +32,7 @@ from prefgate.train.batches import TokenizedData, collate, tokenize_dataset
 from prefgate.train.distributed import describe, is_fsdp, local, make_accelerator
 from prefgate.train.ingate import InTrainingGate, check_settings, output_choice
 from prefgate.train.manifest import RunResult, write_manifest
-from prefgate.train.model import load_policy
+from prefgate.train.model import disabled_dropout, load_policy, original_dropout_config
 from prefgate.train.monitors import (
     CollapseMonitor,
     CollapseStop,
@@ -292,6 +292,7 @@ def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | 
                                                    "forward": run.forward.describe(),
                                                    "processes": run.accelerator.num_processes, "checkpoint": kept,
                                                    "distributed": describe(run.accelerator, run.unwrapped),
+                                                   "dropout": disabled_dropout(run.unwrapped).describe(),
                                                    **_watch_blocks(run, output)})
     run.accelerator.end_training()  # 4. clean up
     return result
@@ -327,10 +328,11 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     run = _Run(config, run_dir, accelerator, log, tokenizer, pad_id, train_ds, eval_ds, train_data, eval_data,
                audit, schedule, total_steps)
 
-    model = load_policy(config).to(accelerator.device)
+    model = load_policy(config).to(accelerator.device)  # training mode, every dropout at 0 (train/model.py)
     if config.lora and config.lora.dropout > 0:  # said, not silently ignored
-        log.warn(f"lora.dropout {config.lora.dropout:g} has no effect: the policy trains with dropout off (eval "
-                 "mode), as TRL's default disable_dropout=True")
+        log.warn(f"lora.dropout {config.lora.dropout:g} has no effect: the policy trains with dropout off (every "
+                 "dropout at 0, LoRA's included), as TRL's default disable_dropout=True; the saved "
+                 "adapter_config.json keeps it")
     run.forward = Forward.resolve(model, config.forward, config.pack_tokens)
     log.note(f"forward: {run.forward.reason}")
     splits = {"train": (train_data, train_ds), **({"eval": (eval_data, eval_ds)} if eval_data is not None else {})}
@@ -345,6 +347,7 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     log.note(f"reference: {run.reference.summary()}")
     optimizer, run.scheduler = _optimizer_and_scheduler(model, config, total_steps)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
+    run.model.train()  # a wrapper (DDP) trains as the policy does: eval_mode(run.model) restores the wrapper's mode
     run.unwrapped = accelerator.unwrap_model(run.model)
     _resume_or_probe(run, resume)
     run.seconds["started"] = started
@@ -546,8 +549,9 @@ def _write_snapshot(run: _Run, name: str, step: int, why: str) -> None:
     whole = ckpt.full_state_dict(run.unwrapped) if is_fsdp(run.accelerator) else None
     if run.accelerator.is_main_process:
         try:
-            snap.save_snapshot(run.unwrapped, run.tokenizer, run.run_dir / "snapshots" / name, step=step, why=why,
-                               state_dict=whole)
+            with original_dropout_config(run.unwrapped):  # config.json with the dropout values as loaded
+                snap.save_snapshot(run.unwrapped, run.tokenizer, run.run_dir / "snapshots" / name, step=step,
+                                   why=why, state_dict=whole)
         except ckpt.CheckpointNotWritten as err:
             failed = err
     if _any_process(run, failed is not None):
@@ -741,11 +745,13 @@ def _checkpoint_line(block: dict) -> str:
 
 def _save_model(unwrapped, tokenizer, run_dir: Path, config: TrainConfig, whole: dict | None = None) -> dict[str, str]:
     """Adapter (PEFT format) or full model (transformers format), with the tokenizer; returns sha256s. `whole`:
-    the weights to write (under FSDP, gathered from the shards)."""
+    the weights to write (under FSDP, gathered from the shards). config.json holds the dropout values the model
+    was loaded with, not the zeros it trained with."""
     from prefgate.train.manifest import hash_tree
 
     out = run_dir / ("adapter" if config.lora else "model")
-    unwrapped.save_pretrained(str(out), **({} if whole is None else {"state_dict": whole}))
+    with original_dropout_config(unwrapped):
+        unwrapped.save_pretrained(str(out), **({} if whole is None else {"state_dict": whole}))
     tokenizer.save_pretrained(str(out))
     return hash_tree(run_dir, out)
 

@@ -6,11 +6,12 @@ Three runs of DPO on the demo's v8 pairs from its shipped SFT checkpoint (0.86M 
 
 - peer: `monitor.signal: mean` (no probe) and no suite: the loop as it was before issue 16;
 - monitor: the default collapse monitor (the shift probe on 16 pairs every step);
-- monitor + gate: also the dev suite (200 prompts, greedy, 6 new tokens) every `--every` steps.
+- monitor + gate: also the dev suite (greedy, 6 new tokens, generation batches of 1,000 prompts) every `--every`
+  steps: `--dev grown` (default) the demo's default suite (3,300 prompts), `--dev split` the dev split (200).
 
 After a warm-up run, each runs twice (in opposite orders) and the faster of the two counts.
 
-    .venv/bin/python benchmarks/in_training.py [--epochs 2] [--every 10]
+    .venv/bin/python benchmarks/in_training.py [--epochs 2] [--every 20] [--dev grown|split]
 """
 
 from __future__ import annotations
@@ -25,27 +26,31 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--every", type=int, default=20)
+    parser.add_argument("--dev", choices=("grown", "split"), default="grown",
+                        help="grown: the dev split plus the add and max prompts SFT never drew (3,300); split: 200")
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(1)
+    from dataclasses import replace
+
     from prefgate.console import set_quiet
     from prefgate.demo import stages
     from prefgate.demo.pairsets import construct_set, gold_rows, one_digit, pick_prompts, write_jsonl
     from prefgate.demo.settings import BETA, SPLIT_SEED, RunSpec, settings_for
-    from prefgate.demo.task import split_prompts, suite_items
+    from prefgate.demo.task import split_prompts
     from prefgate.train.loop import train
 
     set_quiet(True)
     root = Path(tempfile.mkdtemp(prefix="in-training-"))
     split = split_prompts(SPLIT_SEED)
-    dev = write_jsonl(suite_items(split.flat("dev")), root / "dev.jsonl")
     gold = write_jsonl(gold_rows(pick_prompts(split, 250, 0)), root / "gold.jsonl")
     pairs = construct_set("v8", one_digit, gold, root / "v8.jsonl", 0).path
     sft = stages.install_checkpoint(root / "sft") / "model"
-    settings = settings_for(False)
+    settings = replace(settings_for(False), dev_unseen=args.dev == "grown")
+    dev = stages.write_dev_suite(split, settings, root / "dev.jsonl")
     spec = RunSpec("dpo-v8", "dpo", "v8", {"beta": BETA})
 
     def run(name: str, dev_suite, **overrides) -> tuple[float, dict]:

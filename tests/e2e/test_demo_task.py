@@ -23,6 +23,24 @@ def test_split_is_disjoint_seeded_and_complete():
     assert split_prompts(1).test != split.test
 
 
+def test_dev_suite_adds_only_prompts_sft_never_saw():
+    """The default dev suite: the dev split plus every train prompt the SFT recipe did not draw (add 1,600, max
+    1,500; sub and mul have none to spare), none of them a test, pref or SFT prompt."""
+    from prefgate.demo.settings import SFT_PER_CATEGORY
+    from prefgate.demo.task import dev_problems, sft_records, unseen_train
+
+    split = split_prompts(0)
+    unseen = unseen_train(split, per_category=SFT_PER_CATEGORY)
+    assert {cat: len(v) for cat, v in unseen.items()} == {"add": 1600, "sub": 0, "mul": 0, "max": 1500}
+    sft = {r["prompt"] for r in sft_records(split, per_category=SFT_PER_CATEGORY)}
+    held = {p.prompt for side in ("test", "pref") for p in split.flat(side)}
+    dev = dev_problems(split, add_unseen=True, sft_per_category=SFT_PER_CATEGORY)
+    assert len(dev) == 200 + 3100 and len({p.prompt for p in dev}) == len(dev)
+    assert not ({p.prompt for p in dev} & (sft | held))
+    assert dev_problems(split, add_unseen=False, sft_per_category=SFT_PER_CATEGORY) == split.flat("dev")
+    assert {p.prompt for p in unseen["add"]} <= {p.prompt for p in split.train["add"]}
+
+
 def test_problems_have_checkable_answers():
     assert (Problem("add", 12, 34).prompt, Problem("add", 12, 34).answer) == ("12+34=", "46")
     assert (Problem("sub", 57, 34).prompt, Problem("sub", 57, 34).answer) == ("57-34=", "23")

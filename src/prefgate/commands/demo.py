@@ -24,7 +24,7 @@ def demo(
                                       help="Retrain the SFT checkpoint first instead of using the shipped one."),
     seed: int = typer.Option(0, "--seed", help="Seed of everything after SFT (pairs, labels, training)."),
     choose_lr: bool = typer.Option(False, "--choose-lr", help="Only rerun how the learning rate was chosen: a grid "
-                                   "of rates, DPO and DPOP on v8, scored on the dev split (about 20 runs)."),
+                                   "of rates, DPO and DPOP on v8, scored on the dev suite (about 20 runs)."),
 ) -> None:
     """Run the offline demo on CPU: SFT -> pairs -> audit -> DPO/DPOP -> eval -> gate -> registry -> report."""
     from prefgate.demo.story import run_demo

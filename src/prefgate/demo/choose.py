@@ -37,7 +37,7 @@ def run_choice(out_dir: Path, *, grid=GRID, seeds=SEEDS, quick: bool = False,
 
     from prefgate.demo import stages
     from prefgate.demo.pairsets import construct_set, gold_rows, one_digit, pick_prompts, write_jsonl
-    from prefgate.demo.task import split_prompts, suite_items
+    from prefgate.demo.task import split_prompts
     from prefgate.reportio import write_json
 
     torch.set_num_threads(1)
@@ -45,7 +45,7 @@ def run_choice(out_dir: Path, *, grid=GRID, seeds=SEEDS, quick: bool = False,
     layout.reset()
     base = settings_for(quick)
     split = split_prompts(SPLIT_SEED)
-    dev_suite = write_jsonl(suite_items(split.flat("dev")), layout.data / "dev_suite.jsonl")
+    dev_suite = stages.write_dev_suite(split, base, layout.data / "dev_suite.jsonl")
     sft = stages.install_checkpoint(layout.runs / "sft")
     sft_dev = stages.evaluate(sft, dev_suite, layout.evals / "sft-dev.json", base)["overall"]["score"]
     rows: list[dict[str, Any]] = []

@@ -163,9 +163,9 @@ def lr_sentence(report: dict) -> list[str]:
     if not choice:
         return []
     table = ", ".join(f"{lr} {v['mean']:.3f}" for lr, v in choice["dev"].items())
-    return [f"The learning rate {choice['chosen']:g} was chosen on the dev split ({choice['rule']}; SFT scores "
+    return [f"The learning rate {choice['chosen']:g} was chosen on the dev suite ({choice['rule']}; SFT scores "
             f"{choice['sft_dev']:.3f} on dev; mean dev exact match by rate: {table}); the test figures above were "
-            "measured once, at that rate."]
+            "measured once, at that rate (runs at another rate say so)."]
 
 
 def findings(report: dict[str, Any]) -> list[str]:

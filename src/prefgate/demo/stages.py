@@ -105,6 +105,16 @@ def evaluate(model: Path, suite: Path, out: Path, settings: Settings) -> dict:
     return report
 
 
+def write_dev_suite(split, settings: Settings, out: Path) -> Path:
+    """The dev suite: the dev split, plus (`settings.dev_unseen`) every train prompt that SFT never drew."""
+    from prefgate.demo.pairsets import write_jsonl
+    from prefgate.demo.settings import SFT_PER_CATEGORY
+    from prefgate.demo.task import dev_problems, suite_items
+
+    problems = dev_problems(split, add_unseen=settings.dev_unseen, sft_per_category=SFT_PER_CATEGORY)
+    return write_jsonl(suite_items(problems), out)
+
+
 # -- audit ------------------------------------------------------------------------------------------------
 
 # Answers here are 1-4 characters, so one changed digit is a normalised edit distance of 0.25-0.5; the
@@ -155,7 +165,7 @@ def pref_config(spec: RunSpec, sft_model: Path, pairs_path: Path, run_dir: Path,
 
     gate = {} if dev_suite is None else {
         "every": settings.gate_every, "suite": str(dev_suite), "on_block": spec.on_block, "max_new_tokens": 6,
-        "batch_size": 200, "cache_dir": str(home / "cache" / "eval")}
+        "batch_size": settings.eval_batch_size, "cache_dir": str(home / "cache" / "eval")}
     return load_train_config(
         None, model={"name_or_path": str(sft_model)}, data={"train": str(pairs_path), "max_length": MAX_LENGTH},
         loss={"type": spec.loss, **spec.hyperparameters}, reference={"cache_dir": str(home / "cache" / "reference")},

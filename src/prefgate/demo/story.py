@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,11 +98,12 @@ def task_stage(story: Story) -> None:
     split = split_prompts(SPLIT_SEED)
     story.data["split"] = split
     write_jsonl(suite_items(split.flat("test")), story.layout.data / "test_suite.jsonl")
-    write_jsonl(suite_items(split.flat("dev")), story.layout.data / "dev_suite.jsonl")
+    dev = stages.write_dev_suite(split, story.settings, story.layout.data / "dev_suite.jsonl")
+    dev_counts = Counter(json.loads(line)["category"] for line in dev.read_text(encoding="utf-8").splitlines())
     problems = pick_prompts(split, story.settings.pairs_per_category, story.seed)
     story.data["problems"] = problems
     story.data["task"] = {cat: {side: len(getattr(split, side)[cat]) for side in ("train", "pref", "dev", "test")}
-                          for cat in CATEGORIES}
+                          | {"dev_suite": dev_counts.get(cat, 0)} for cat in CATEGORIES}
 
 
 def sft_stage(story: Story) -> None:
@@ -161,7 +164,8 @@ def preference_stage(story: Story) -> None:
             continue
         outcome = stages.train_preference(spec, sft_model, story.data["sets"][spec.pairs].path,
                                           layout.runs / spec.name, settings, story.seed + spec.seed_offset,
-                                          dev_suite=layout.data / "dev_suite.jsonl", home=layout / ".prefgate")
+                                          dev_suite=None if spec.seed_offset else layout.data / "dev_suite.jsonl",
+                                          home=layout / ".prefgate")  # seed repeats measure test spread only
         if outcome["status"] == "completed":
             outcome.update(evaluate_and_gate(story, spec.name, Path(outcome["run_dir"])))
             outcome["monitor_test"] = monitor_test(story, spec.name, Path(outcome["run_dir"]))
@@ -209,19 +213,24 @@ def summary_line(outcome: dict) -> str:
 
 
 def promote_stage(story: Story, runs: dict[str, dict]) -> list[dict]:
-    """Promote the run the gate passes that did best on dev (test decides pass or block, once; dev chooses among
-    the passing runs; ties to the first in the story's order); try (and show the registry refuse) every run the
-    gate blocks."""
+    """Promote the main run (the dev-chosen rate, seed 0) the gate passes that did best on dev (test decides pass
+    or block, once; dev chooses among the passing runs; ties to the first in the story's order); try (and show the
+    registry refuse) every run the gate blocks."""
     home = story.layout / ".prefgate"
     gated = {n: r for n, r in runs.items() if r["status"] == "completed"}
-    main = {spec.name for spec in story.settings.runs}  # seed repeats measure spread; they do not compete
+    # Seed repeats measure spread, and runs at a rate dev rejected show what the in-training gate does: neither
+    # competes (they still go to the gate and, when it blocks them, to the registry, which refuses them).
+    main = {spec.name for spec in story.settings.runs if spec.lr is None}
+    why = {spec.name: "a seed repeat: it measures the spread across seeds and does not compete for prod"
+           if spec.seed_offset else f"a run at lr {spec.lr:g}, a rate dev rejected: it shows what the in-training "
+           "gate does and does not compete for prod" for spec in story.settings.all_runs if spec.name not in main}
     passing = sorted((n for n, r in gated.items() if r["gate"]["decision"] == "promote" and n in main),
                      key=lambda n: -dev_score(gated[n]))
     out = []
     for name, run in gated.items():
         if run["gate"]["decision"] == "promote" and name not in main:
             out.append({"run": name, "run_id": run["registered"], "promoted": False, "outcome": "passed over",
-                        "message": "a seed repeat: it measures the spread across seeds and does not compete for prod"})
+                        "message": why[name]})
             continue
         if name in passing[1:]:
             out.append({"run": name, "run_id": run["registered"], "promoted": False, "outcome": "passed over",

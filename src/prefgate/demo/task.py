@@ -11,6 +11,9 @@
 test, dev, pref and train, so no prompt is on two sides; the same seed gives the same split on any machine.
 `train` is the SFT data; `pref` is the pool the preference pairs are built on, held out from SFT as in
 practice (preference data is collected on new prompts, where the SFT model is confident but not certain).
+The SFT recipe draws 8,000 records a category from `train`, so add and max keep train prompts it never drew
+(`unseen_train`); `dev_problems` adds some of them to the dev suite, which 50 prompts a category leave too small
+to see a drop of a few points.
 """
 
 from __future__ import annotations
@@ -107,6 +110,21 @@ def sft_records(split: Split, *, per_category: int, seed: int = 0) -> list[dict]
                  for i, p in enumerate(picks)]
     rng.shuffle(rows)
     return rows
+
+
+def unseen_train(split: Split, *, per_category: int, seed: int = 0) -> dict[str, list[Problem]]:
+    """Per category, the train prompts that `sft_records(split, per_category=..., seed=...)` never drew, in the
+    split's order: new to a model trained on those records, as test and dev prompts are. Only a category with
+    more train prompts than `per_category` has any (with the demo's 8,000: add 1,600, max 1,500)."""
+    seen = {r["prompt"] for r in sft_records(split, per_category=per_category, seed=seed)}
+    return {cat: [p for p in split.train[cat] if p.prompt not in seen] for cat in CATEGORIES}
+
+
+def dev_problems(split: Split, *, add_unseen: bool, sft_per_category: int) -> list[Problem]:
+    """The dev split, then (with `add_unseen`) every prompt of `unseen_train`, so the dev suite can see a drop of
+    a few points where the task has prompts to spare. Still disjoint from test and pref, and new to SFT."""
+    unseen = unseen_train(split, per_category=sft_per_category) if add_unseen else {}
+    return split.flat("dev") + [p for cat in CATEGORIES for p in unseen.get(cat, [])]
 
 
 def suite_items(problems: list[Problem]) -> list[dict]:

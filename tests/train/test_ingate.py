@@ -191,3 +191,33 @@ def test_a_run_killed_mid_way_resumes_to_the_same_verdicts_and_kept_model(plante
     wa = load_file(str(whole.run_dir / "model" / "model.safetensors"))
     wb = load_file(str(out / "model" / "model.safetensors"))
     assert set(wa) == set(wb) and all(torch.equal(wa[k], wb[k]) for k in wa), "the kept models differ"
+
+
+@pytest.mark.slow
+def test_two_processes_reach_the_same_verdicts_and_keep_the_same_step_as_one(planted, tmp_path):
+    """DDP on 2 CPU processes (gloo), half the batch each: the main process evaluates the suite, the other
+    reads its verdict; the verdicts, the kept step and the kept model equal the one-process run's."""
+    import os
+    import subprocess
+    import sys
+
+    overrides = ["eval.on_block=keep_best"]
+    one = train(load_train_config(planted["config"], [f"output_dir={tmp_path / 'one'}", *overrides]),
+                show_progress=False)
+    assert one.status == "completed"
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--main_process_port", "29521", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "prefgate", "train", str(planted["config"]), f"output_dir={out}",
+           "batch_size=4", *overrides]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = _manifest(one.run_dir), _manifest(out)
+    assert b["processes"] == 2
+    ga, gb = a["in_training_gate"], b["in_training_gate"]
+    assert [(v["step"], v["decision"]) for v in ga["verdicts"]] == [(v["step"], v["decision"]) for v in gb["verdicts"]]
+    assert "block" in {v["decision"] for v in gb["verdicts"]}
+    assert gb["output"]["step"] == ga["output"]["step"] and gb["output"]["from"] == "snapshots/gate-passed"
+    assert " ".join(result.stdout.split()).count("keep_best: the gate blocked") == 1  # the main process says it
+    assert _score(out, planted["suite"]) == {"a": 1.0, "b": 1.0}

@@ -71,30 +71,32 @@ class NoReference:
         return None
 
 
-class ModelReference:
+class _ModelBacked:
+    """A reference that runs a model: the model, the forward that scores it and the name it was loaded by."""
+
+    def __init__(self, model, forward: Forward = CONCATENATED, name: str | None = None):
+        self.model = model
+        self.forward = forward
+        self.name = name
+
+
+class ModelReference(_ModelBacked):
     """A frozen model of its own (`reference.model`)."""
 
     kind = "model"
 
     def __init__(self, model, forward: Forward = CONCATENATED, name: str | None = None):
-        self.model = model.eval().requires_grad_(False)
-        self.forward = forward
-        self.name = name
+        super().__init__(model.eval().requires_grad_(False), forward, name)
 
     @torch.no_grad()
     def logps(self, batch: Batch) -> torch.Tensor:
         return self.forward.logps(self.model, batch)
 
 
-class AdapterDisabledReference:
+class AdapterDisabledReference(_ModelBacked):
     """The LoRA policy with its adapters switched off: the base model, without a second copy."""
 
     kind = "adapter-disabled"
-
-    def __init__(self, peft_model, forward: Forward = CONCATENATED, name: str | None = None):
-        self.model = peft_model
-        self.forward = forward
-        self.name = name
 
     @torch.no_grad()
     def logps(self, batch: Batch) -> torch.Tensor:
@@ -102,17 +104,12 @@ class AdapterDisabledReference:
             return self.forward.logps(self.model, batch)
 
 
-class InitialPolicyReference:
+class InitialPolicyReference(_ModelBacked):
     """The fully fine-tuned policy before step 1 as its own reference: for the precomputed pass only, which
     needs no copy. Eval mode and no gradients for the pass; the policy's mode and `requires_grad` are left
     as they are. Never a live reference: after step 1 it would be the policy itself."""
 
     kind = "initial-policy"
-
-    def __init__(self, model, forward: Forward = CONCATENATED, name: str | None = None):
-        self.model = model
-        self.forward = forward
-        self.name = name
 
     @torch.no_grad()
     def logps(self, batch: Batch) -> torch.Tensor:

@@ -2,7 +2,7 @@
 `ACCELERATE_USE_CPU=1 --num_processes 2` gives the same losses and weights as one process (1e-4), through a
 checkpoint and `--resume`; the saved model loads with `from_pretrained`; a LoRA run with the adapter-disabled
 reference (live, sharded with the policy) agrees too. Then the plumbing, without a launch: the plugin prefgate
-builds from the launcher's settings, the settings FSDP refuses, DeepSpeed refused, a launch that did not connect,
+builds from the launcher's settings, the settings FSDP refuses, a launch that did not connect,
 and checkpoints that resume across layouts.
 """
 
@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from prefgate.errors import InputError
 from prefgate.train import checkpoint as ckpt
-from prefgate.train.distributed import check_fsdp, check_launch, fsdp_plugin, make_accelerator
+from prefgate.train.distributed import check_launch, check_sharded, fsdp_plugin
 from prefgate.train.loop import train
 from tests.train.conftest import losses, make_config
 
@@ -139,12 +139,6 @@ def test_fsdp1_is_refused_with_the_flag_that_fixes_it(fsdp_env):
         fsdp_plugin()
 
 
-def test_deepspeed_is_refused_before_anything_starts(tiny_dir, pairs_file, tmp_path, monkeypatch):
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(InputError, match="does not train under DeepSpeed.*fsdp.yaml"):
-        make_accelerator(make_config(tiny_dir, pairs_file, tmp_path / "run"), str(tmp_path / "run"))
-
-
 @pytest.mark.parametrize("overrides, field", [
     ({"reference.strategy": "model", "reference.model": "REF"}, "reference.strategy"),
     ({"eval.suite": "suite.jsonl", "eval.every": 2}, "eval.suite"),
@@ -152,7 +146,7 @@ def test_deepspeed_is_refused_before_anything_starts(tiny_dir, pairs_file, tmp_p
 def test_settings_fsdp_cannot_honour_are_refused(overrides, field, tiny_dir, pairs_file, tmp_path):
     overrides = {k: str(tiny_dir) if v == "REF" else v for k, v in overrides.items()}
     with pytest.raises(InputError) as err:
-        check_fsdp(make_config(tiny_dir, pairs_file, tmp_path / "run", **overrides))
+        check_sharded(make_config(tiny_dir, pairs_file, tmp_path / "run", **overrides))
     assert err.value.field == field
 
 
@@ -160,7 +154,7 @@ def test_settings_fsdp_cannot_honour_are_refused(overrides, field, tiny_dir, pai
                                                                 "reference.model": "REF"}])
 def test_fsdp_accepts_a_precomputed_or_adapter_disabled_reference(overrides, tiny_dir, pairs_file, tmp_path):
     overrides = {k: str(tiny_dir) if v == "REF" else v for k, v in overrides.items()}
-    check_fsdp(make_config(tiny_dir, pairs_file, tmp_path / "run", **overrides))
+    check_sharded(make_config(tiny_dir, pairs_file, tmp_path / "run", **overrides))
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
@@ -177,7 +171,7 @@ def test_every_shipped_accelerate_config_loads_with_accelerates_loader(path):
 
 def test_the_examples_cover_each_launch_setting():
     assert {p.stem for p in EXAMPLES.glob("*.yaml")} == {"single_gpu", "ddp", "fsdp", "fsdp_shard_grad_op",
-                                                          "multi_node"}
+                                                          "multi_node", "deepspeed_zero2", "deepspeed_zero3"}
 
 
 def test_a_launch_whose_processes_run_alone_is_refused():

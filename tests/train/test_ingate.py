@@ -194,27 +194,36 @@ def test_a_run_killed_mid_way_resumes_to_the_same_verdicts_and_kept_model(plante
 
 
 @pytest.mark.slow
-def test_two_processes_reach_the_same_verdicts_and_keep_the_same_step_as_one(planted, tmp_path):
-    """DDP on 2 CPU processes (gloo), half the batch each: the main process evaluates the suite, the other
-    reads its verdict; the verdicts, the kept step and the kept model equal the one-process run's."""
+@pytest.mark.parametrize("layout", ["ddp", "deepspeed_zero2"])
+def test_two_processes_reach_the_same_verdicts_and_keep_the_same_step_as_one(layout, planted, tmp_path):
+    """DDP or DeepSpeed ZeRO-2 on 2 CPU processes (gloo), half the batch each: the main process evaluates the suite,
+    the other reads its verdict; the verdicts, the kept step and the kept model equal the one-process run's."""
     import os
     import subprocess
     import sys
+    from pathlib import Path
+
+    if layout == "ddp":
+        launch, env = ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"], \
+            {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    else:
+        pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (bash dev.sh test installs it)")
+        examples = Path(__file__).resolve().parents[2] / "examples" / "accelerate"
+        launch = ["--config_file", str(examples / f"{layout}.yaml")]
+        env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
 
     overrides = ["eval.on_block=keep_best"]
     one = train(load_train_config(planted["config"], [f"output_dir={tmp_path / 'one'}", *overrides]),
                 show_progress=False)
     assert one.status == "completed"
     out = tmp_path / "two"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--main_process_port", "29521", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "prefgate", "train", str(planted["config"]), f"output_dir={out}",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_processes", "2",
+           "--main_process_port", "29521", "-m", "prefgate", "train", str(planted["config"]), f"output_dir={out}",
            "batch_size=4", *overrides]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = _manifest(one.run_dir), _manifest(out)
-    assert b["processes"] == 2
+    assert b["processes"] == 2 and b["distributed"]["type"] == ("multi_cpu" if layout == "ddp" else "deepspeed")
     ga, gb = a["in_training_gate"], b["in_training_gate"]
     assert [(v["step"], v["decision"]) for v in ga["verdicts"]] == [(v["step"], v["decision"]) for v in gb["verdicts"]]
     assert "block" in {v["decision"] for v in gb["verdicts"]}

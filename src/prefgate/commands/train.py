@@ -28,9 +28,10 @@ def train(
 ) -> None:
     """Train with DPO or any loss of the family; exit 1 when the pre-training audit fails, a monitor stops the run,
     the weights are not finite, or a checkpoint cannot be written (the manifest says why and what was kept).
-    Exit 2 when `accelerate launch` was asked for several processes but started one, or under DeepSpeed or FSDP1.
-    Several processes: `accelerate launch --config_file examples/accelerate/{ddp,fsdp}.yaml -m prefgate train
-    CONFIG` (docs/train.md, "Several processes")."""
+    Exit 2 when `accelerate launch` was asked for several processes but started one, under FSDP1, or with settings
+    FSDP or DeepSpeed cannot honour. Several processes: `accelerate launch --config_file
+    examples/accelerate/{ddp,fsdp,deepspeed_zero3}.yaml -m prefgate train CONFIG` (docs/train.md, "Several
+    processes")."""
     mismatch = launch_mismatch()
     if mismatch:
         raise InputError(mismatch)

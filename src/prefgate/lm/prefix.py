@@ -236,11 +236,14 @@ def _unwrap(model):
 
 
 def _plain_head(hf) -> bool:
-    """True when logits are exactly `lm_head(hidden)`: a plain Linear and no scaling or soft-capping."""
+    """True when logits are exactly `lm_head(hidden)`: a plain Linear and no scaling or soft-capping, whose weight
+    can be read outside the head's forward (not a DeepSpeed ZeRO-3 partition, `ds_tensor`, which is gathered only
+    while the head's own forward runs)."""
     text = hf.config.get_text_config()
     if any(getattr(text, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
         return False
-    return type(hf.get_output_embeddings()) is torch.nn.Linear
+    head = hf.get_output_embeddings()
+    return type(head) is torch.nn.Linear and not hasattr(head.weight, "ds_tensor")
 
 
 def _forward(model, hf, layout: Layout, logits_to_keep: torch.Tensor):

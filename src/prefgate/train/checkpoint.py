@@ -10,6 +10,12 @@ Under FSDP (`sharded`) the weights and the optimizer state are gathered whole to
 `torch.distributed.checkpoint.state_dict` (every process takes part) and restored into the shards the same way:
 the files hold whole tensors either way, and the optimizer state is then keyed by parameter name. A checkpoint
 resumes on either layout: one written under FSDP on one process, and one written without it under FSDP.
+
+Under DeepSpeed the engine writes its own partitioned state (weights and optimizer, each process its part) into
+the checkpoint's `deepspeed/` folder before the folder is renamed, and resumes from it; `trainable.safetensors`
+still holds the whole trainable weights (gathered), which the finite check reads. Such a checkpoint resumes under
+DeepSpeed only (the same ZeRO stage and number of processes, as DeepSpeed's format asks), and a checkpoint without
+that folder does not resume under DeepSpeed: either is refused with one line.
 """
 
 from __future__ import annotations
@@ -27,9 +33,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from prefgate.errors import InputError
 from prefgate.train.monitors import TrainingAborted
 
 PREFIX = "step-"
+DEEPSPEED = "deepspeed"  # the engine's own state, in a checkpoint written under DeepSpeed
+DEEPSPEED_TAG = "state"
 
 
 class CheckpointNotWritten(TrainingAborted):
@@ -128,22 +137,30 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, *, state: tuple[dict[str, torch.Tensor], dict], scheduler,
-                    loop_state: dict, keep: int, rng: dict[str, Any] | None = None) -> Path:
+def temporary_dir(run_dir: Path, step: int) -> Path:
+    """Where step N's checkpoint is written before it is renamed into place."""
+    return run_dir / "checkpoints" / f".tmp-{PREFIX}{step:07d}"
+
+
+def save_checkpoint(run_dir: Path, step: int, *, state: tuple[dict[str, torch.Tensor], dict | None], scheduler,
+                    loop_state: dict, keep: int, rng: dict[str, Any] | None = None, fresh: bool = True) -> Path:
     """Write step N's checkpoint atomically (main process; others then add their RNG with `save_rng`).
 
-    `state`: (trainable weights, optimizer state), from `training_state`. `rng`: the RNG state to record (default:
-    the current one). `CheckpointNotWritten` when the file system refuses a write; the temporary folder is
-    removed and the existing checkpoints are left as they were."""
+    `state`: (trainable weights, optimizer state), from `training_state`; the optimizer state is None under
+    DeepSpeed, whose engine has already written its own into the temporary folder (`fresh=False` keeps it). `rng`:
+    the RNG state to record (default: the current one). `CheckpointNotWritten` when the file system refuses a
+    write; the temporary folder is removed and the existing checkpoints are left as they were."""
     weights, optimizer_state = state
     root = run_dir / "checkpoints"
     final = root / f"{PREFIX}{step:07d}"
-    tmp = root / f".tmp-{PREFIX}{step:07d}"
+    tmp = temporary_dir(run_dir, step)
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        if fresh:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, exist_ok=not fresh)
         save_file(weights, str(tmp / "trainable.safetensors"))
-        torch.save(optimizer_state, tmp / "optimizer.pt")
+        if optimizer_state is not None:
+            torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng if rng is not None else rng_state(), tmp / "rng-0.pt")
         (tmp / "state.json").write_text(json.dumps(loop_state, indent=2))
@@ -198,14 +215,25 @@ def latest_finite_checkpoint(run_dir: Path) -> tuple[Path | None, int, list[str]
     return None, 0, passed
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0, sharded: bool = False) -> dict:
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0, sharded: bool = False,
+                    engine=None) -> dict:
     """Restore everything `save_checkpoint` wrote; returns the loop state. `sharded` (FSDP): every process
-    reads the whole tensors and keeps its shards."""
-    weights = load_file(str(path / "trainable.safetensors"))
-    missing = {name for name, p in model.named_parameters() if p.requires_grad} - set(weights)
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})")
-    _restore(model, optimizer, weights, torch.load(path / "optimizer.pt", weights_only=True), sharded=sharded)
+    reads the whole tensors and keeps its shards. `engine` (DeepSpeed): the engine restores its own state."""
+    written_by_deepspeed = (path / DEEPSPEED).is_dir()
+    if written_by_deepspeed != (engine is not None):
+        was, now = ("under", "without") if written_by_deepspeed else ("without", "under")
+        raise InputError(f"{path} was written {was} DeepSpeed and this run trains {now} it: DeepSpeed's partitioned "
+                         "optimizer state resumes only under DeepSpeed (the same ZeRO stage and number of processes); "
+                         "resume with the launch that wrote it")
+    if engine is not None:
+        engine.load_checkpoint(str(path / DEEPSPEED), tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                               load_lr_scheduler_states=False)
+    else:
+        weights = load_file(str(path / "trainable.safetensors"))
+        missing = {name for name, p in model.named_parameters() if p.requires_grad} - set(weights)
+        if missing:
+            raise ValueError(f"checkpoint {path} lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})")
+        _restore(model, optimizer, weights, torch.load(path / "optimizer.pt", weights_only=True), sharded=sharded)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng_file = path / f"rng-{rank}.pt"
     if rng_file.exists():

@@ -18,15 +18,24 @@
 - **A launch that did not connect**: processes started by a launcher (`WORLD_SIZE` > 1) that accelerate runs
   alone (a CPU-only machine launched without `ACCELERATE_USE_CPU=1`) would each train the whole run into the same
   folder; that is refused.
-- **DeepSpeed is refused** (`refuse_deepspeed`): under it accelerate steps the optimizer inside `backward`.
+- **DeepSpeed ZeRO-2 and ZeRO-3** (`deepspeed_plugin`): the launch chooses the stage, offload and any DeepSpeed
+  config file; prefgate's config sets what its loop relies on: the micro-batch (`batch_size`), the accumulation
+  (`grad_accumulation`) and the clipping (`optim.max_grad_norm`), replacing the launch's values for these; whole
+  weights gathered on save; no `zero.Init` (each process loads the whole model, as under FSDP, so the precomputed
+  reference pass runs before sharding). The loop drives the engine itself (`engine.backward`, `engine.step`),
+  since accelerate's `backward` would step inside it. On CPU processes the process group is gloo and
+  DeepSpeed's CPU accelerator is selected (`DS_ACCELERATOR=cpu`).
 
-What FSDP asks of the run's settings (`check_fsdp`): no live `reference.model` (a whole unsharded copy on every
-process; `precomputed` scores it once and drops it), and no in-training gate (the main process generates alone,
-and a sharded model needs every process in each forward).
+What FSDP and ZeRO-3 ask of the run's settings (`check_sharded`): no live `reference.model` (a whole unsharded
+copy on every process; `precomputed` scores it once and drops it), and no in-training gate (the main process
+generates alone, and a sharded model needs every process in each forward). DeepSpeed also refuses fp16 (its
+loss scaler skips steps the NaN guard would read as a collapse) and an optimizer or scheduler in its config file
+(prefgate builds AdamW and the schedule from its own config).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -51,14 +60,42 @@ def fsdp_requested() -> bool:
     return _flag("ACCELERATE_USE_FSDP")
 
 
-def refuse_deepspeed() -> None:
-    """DeepSpeed steps the optimizer inside `accelerator.backward` (accelerate's DeepSpeedEngineWrapper), before
-    the loop has seen the gradient norm: the NaN guard, which stops a run *before* a non-finite step, and the
-    loop's own gradient accumulation cannot hold there. FSDP2 shards the same things (docs/train.md)."""
-    if _flag("ACCELERATE_USE_DEEPSPEED"):
-        raise InputError("prefgate does not train under DeepSpeed: it steps the optimizer inside backward, before the "
-                         "NaN guard can stop a non-finite step; use FSDP2 instead (examples/accelerate/fsdp.yaml "
-                         "shards like ZeRO-3, fsdp_shard_grad_op.yaml like ZeRO-2)", field="distributed_type")
+def deepspeed_requested() -> bool:
+    """Did the launch ask for DeepSpeed (`accelerate launch --use_deepspeed`, or `distributed_type: DEEPSPEED`)?"""
+    return _flag("ACCELERATE_USE_DEEPSPEED")
+
+
+def deepspeed_plugin(config: TrainConfig):
+    """accelerate's DeepSpeed plugin from the launch's settings (stage, offload, a DeepSpeed config file), with
+    prefgate's micro-batch, accumulation and clipping, whole weights gathered on save and no `zero.Init`."""
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        raise InputError("ACCELERATE_USE_CPU=1 turns DeepSpeed off in accelerate, which would train plain DDP; launch "
+                         "DeepSpeed on CPU processes without it", field="ACCELERATE_USE_CPU")
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        raise InputError("the launch asks for DeepSpeed, which is not installed: pip install deepspeed",
+                         field="distributed_type") from None
+    from accelerate.utils import DeepSpeedPlugin
+
+    plugin = DeepSpeedPlugin(gradient_accumulation_steps=config.grad_accumulation,
+                             gradient_clipping=config.optim.max_grad_norm or 0.0, zero3_save_16bit_model=True,
+                             zero3_init_flag=False)
+    ds = plugin.deepspeed_config
+    for key in ("optimizer", "scheduler"):
+        if key in ds:
+            raise InputError(f"the DeepSpeed config names a{'n' if key == 'optimizer' else ''} {key}; prefgate builds "
+                             "AdamW and its schedule from its own config (optim.*): remove it",
+                             field=f"deepspeed_config.{key}")
+    ds.update(train_micro_batch_size_per_gpu=config.batch_size, gradient_accumulation_steps=config.grad_accumulation,
+              gradient_clipping=config.optim.max_grad_norm or 0.0)
+    ds.pop("train_batch_size", None)  # accelerate fills it from the three above and the number of processes
+    ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+    return plugin
 
 
 def fsdp_plugin():
@@ -97,16 +134,22 @@ def _drop_other_precision(mixed: str) -> None:
 def make_accelerator(config: TrainConfig, project_dir: str) -> Accelerator:
     """The run's `Accelerator`: mixed precision from `precision`, the trackers, and FSDP as the launch asks."""
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs
 
     from prefgate.train.trackers import log_with
 
-    refuse_deepspeed()
     mixed = MIXED_PRECISION[config.precision]
     plugin = fsdp_plugin() if fsdp_requested() else None
+    ds = deepspeed_plugin(config) if deepspeed_requested() else None
+    if ds is not None and config.precision == "fp16":
+        raise InputError("precision: fp16 is not supported under DeepSpeed (its loss scaler skips steps, which the NaN "
+                         "guard reads as a non-finite step); use precision: bf16", field="precision")
+    if ds is not None and ds.deepspeed_config["zero_optimization"]["stage"] == 3:
+        check_sharded(config, "DeepSpeed ZeRO-3")
     _drop_other_precision(mixed)
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if ds is not None and not _cuda() else []
     accelerator = Accelerator(mixed_precision=mixed, log_with=log_with(config), project_dir=project_dir,
-                              fsdp_plugin=plugin)
+                              fsdp_plugin=plugin, deepspeed_plugin=ds, kwargs_handlers=handlers)
     check_launch(int(os.environ.get("WORLD_SIZE", "1")), accelerator.num_processes)
     if plugin is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
         if mixed != "no":
@@ -116,8 +159,14 @@ def make_accelerator(config: TrainConfig, project_dir: str) -> Accelerator:
         PartialState().distributed_type = accelerator.state.distributed_type = DistributedType.FSDP
         accelerator.state.fsdp_plugin = plugin
     if is_fsdp(accelerator):
-        check_fsdp(config)
+        check_sharded(config, "FSDP")
     return accelerator
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def is_fsdp(accelerator) -> bool:
@@ -126,20 +175,51 @@ def is_fsdp(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
 
 
-def check_fsdp(config: TrainConfig) -> None:
-    """The settings FSDP cannot honour, each one line (exit 2)."""
+def zero_stage(accelerator) -> int | None:
+    """The DeepSpeed ZeRO stage the run trains with, or None when it does not train under DeepSpeed."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return None
+    return int(accelerator.state.deepspeed_plugin.deepspeed_config["zero_optimization"]["stage"])
+
+
+@contextlib.contextmanager
+def whole_model_loading(accelerator):
+    """Under ZeRO-3 accelerate tells transformers so (a process-wide setting), and `from_pretrained` would then
+    partition the weights as it loads them (`zero.Init`). prefgate loads them whole on every process, so that the
+    precomputed reference pass and the shift probe run before the engine partitions them; the setting is restored
+    for the rest of the run."""
+    if zero_stage(accelerator) != 3:
+        yield
+        return
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
+
+
+def check_sharded(config: TrainConfig, layout: str = "FSDP") -> None:
+    """The settings a sharded model (FSDP, ZeRO-3) cannot honour, each one line (exit 2)."""
     if config.reference.strategy == "model" and config.loss.type.needs_reference:
-        raise InputError("under FSDP a live reference.model would be a whole unsharded copy on every process; use "
-                         "reference.strategy: precomputed (it scores reference.model once before step 1, then drops "
-                         "it)", field="reference.strategy")
+        raise InputError(f"under {layout} a live reference.model would be a whole unsharded copy on every process; "
+                         "use reference.strategy: precomputed (it scores reference.model once before step 1, then "
+                         "drops it)", field="reference.strategy")
     if config.eval.suite is not None:
-        raise InputError("the in-training gate does not run under FSDP: the main process generates alone, and a "
+        raise InputError(f"the in-training gate does not run under {layout}: the main process generates alone, and a "
                          "sharded model needs every process in each forward; gate the saved model with prefgate eval "
-                         "and prefgate gate, or train with DDP", field="eval.suite")
+                         "and prefgate gate, or train with DDP (or DeepSpeed ZeRO-2)", field="eval.suite")
 
 
 def local(tensor):
-    """This process's shard of an FSDP2 parameter (a DTensor); any other tensor as it is."""
+    """This process's shard of an FSDP2 parameter (a DTensor) or of a ZeRO-3 parameter (its `ds_tensor`); any
+    other tensor as it is."""
+    partition = getattr(tensor, "ds_tensor", None)
+    if partition is not None:
+        return partition
     to_local = getattr(tensor, "to_local", None)
     return to_local() if to_local is not None else tensor
 
@@ -159,6 +239,15 @@ def describe(accelerator, model=None) -> dict:
     out = {"type": str(accelerator.distributed_type.value).lower(), "processes": accelerator.num_processes}
     if model is not None:
         out["policy_mode"] = policy_mode(model)
+    stage = zero_stage(accelerator)
+    if stage is not None:
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        zero = ds["zero_optimization"]
+        out["deepspeed"] = {"zero_stage": stage, "micro_batch": ds["train_micro_batch_size_per_gpu"],
+                            "gradient_accumulation_steps": ds["gradient_accumulation_steps"],
+                            "gradient_clipping": ds.get("gradient_clipping"),
+                            "offload_optimizer": zero.get("offload_optimizer", {}).get("device", "none"),
+                            "offload_param": zero.get("offload_param", {}).get("device", "none")}
     if not is_fsdp(accelerator):
         return out
     plugin = accelerator.state.fsdp_plugin

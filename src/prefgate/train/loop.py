@@ -13,10 +13,11 @@ import contextlib
 import gc
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,7 +30,7 @@ from prefgate.losses import LossType
 from prefgate.train import checkpoint as ckpt
 from prefgate.train import snapshot as snap
 from prefgate.train.batches import TokenizedData, collate, tokenize_dataset
-from prefgate.train.distributed import describe, is_fsdp, local, make_accelerator
+from prefgate.train.distributed import describe, is_fsdp, local, make_accelerator, whole_model_loading, zero_stage
 from prefgate.train.ingate import InTrainingGate, check_settings, output_choice
 from prefgate.train.manifest import RunResult, write_manifest
 from prefgate.train.model import disabled_dropout, load_policy, original_dropout_config
@@ -227,7 +228,11 @@ def _train_step(run: _Run, step: int) -> Sums:
             out = compute_batch_loss(config.loss.type, config.loss.hyperparameters, policy, ref, batch)
         loss = out.losses.sum() / per_process
         check_finite(step, loss=float(loss.detach()))
-        accelerator.backward(loss)
+        if run.engine is not None:  # DeepSpeed: backward, then step, which updates after the last micro-batch
+            run.engine.backward(loss, scale_wrt_gas=False)  # the loss is already a share of the global batch
+            run.engine.step()
+        else:
+            accelerator.backward(loss)
         merge_sums(sums, batch_metrics(config.loss.type, out, policy, ref, batch))
         sums["_tokens"] = (sums.get("_tokens", (0, 0))[0] + batch.n_tokens, 1)
     return sums
@@ -267,6 +272,7 @@ class _Run:
     reference: References | None = None
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    engine: Any = None  # under DeepSpeed, the engine the loop drives (`run.model`); None otherwise
     start_step: int = 0
     loop_state: dict = field(default_factory=lambda: {"best_eval_accuracy": None, "evals_without_improvement": 0})
     probe: dict = field(default_factory=dict)
@@ -284,7 +290,7 @@ def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | 
     status, reason, output = _run_output(run, status, reason, step)  # keep_best: the model the gate promoted last
     result = RunResult(run.run_dir, status, step, metrics, reason, kept)
     run.accelerator.wait_for_everyone()  # 3. save
-    whole = ckpt.full_state_dict(run.unwrapped) if status == "completed" and is_fsdp(run.accelerator) else None
+    whole = _gathered(run) if status == "completed" else None
     if run.accelerator.is_main_process:
         artifacts = _save_output(run, output, whole) if status == "completed" else {}
         write_manifest(result, config=config, datasets={"train": run.train_ds, "eval": run.eval_ds}, audit=run.audit,
@@ -328,7 +334,8 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     run = _Run(config, run_dir, accelerator, log, tokenizer, pad_id, train_ds, eval_ds, train_data, eval_data,
                audit, schedule, total_steps)
 
-    model = load_policy(config).to(accelerator.device)  # training mode, every dropout at 0 (train/model.py)
+    with whole_model_loading(accelerator):  # ZeRO-3: whole on every process until the engine partitions it
+        model = load_policy(config).to(accelerator.device)  # training mode, every dropout at 0 (train/model.py)
     if config.lora and config.lora.dropout > 0:  # said, not silently ignored
         log.warn(f"lora.dropout {config.lora.dropout:g} has no effect: the policy trains with dropout off (every "
                  "dropout at 0, LoRA's included), as TRL's default disable_dropout=True; the saved "
@@ -336,7 +343,8 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     run.forward = Forward.resolve(model, config.forward, config.pack_tokens)
     log.note(f"forward: {run.forward.reason}")
     splits = {"train": (train_data, train_ds), **({"eval": (eval_data, eval_ds)} if eval_data is not None else {})}
-    live = live_reference(config, model, device=accelerator.device, forward=run.forward)
+    with whole_model_loading(accelerator):
+        live = live_reference(config, model, device=accelerator.device, forward=run.forward)
     run.shift_probe = _shift_probe(config, live, model, train_data, pad_id)  # while weights are initial
     run.reference = settle(config, live, splits, tokenizer, device=accelerator.device, pad_id=pad_id,
                            show_progress=log.show)
@@ -349,6 +357,10 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     run.model.train()  # a wrapper (DDP) trains as the policy does: eval_mode(run.model) restores the wrapper's mode
     run.unwrapped = accelerator.unwrap_model(run.model)
+    run.engine = run.model if zero_stage(accelerator) is not None else None
+    if zero_stage(accelerator) == 3:
+        log.note("forward: under ZeRO-3 the LM head runs as its own module on the completion positions, not in chunks "
+                 "(its weight is gathered only inside its forward)")
     _resume_or_probe(run, resume)
     run.seconds["started"] = started
     if gate_settings is not None:
@@ -384,13 +396,16 @@ def _resume_or_probe(run: _Run, resume: bool) -> None:
     if latest is not None:
         run.loop_state = ckpt.load_checkpoint(latest, model=run.unwrapped, optimizer=run.optimizer,
                                               scheduler=run.scheduler, rank=run.accelerator.process_index,
-                                              sharded=is_fsdp(run.accelerator))
+                                              sharded=is_fsdp(run.accelerator), engine=run.engine)
         run.start_step = run.loop_state["step"]
         run.loop_state["reference_keys"], changed = resumed_keys(run.loop_state.get("reference_keys"), run.reference)
         if changed:
             run.log.warn(changed)
         run.log.truncate_metrics(run.start_step)
         run.log.note(f"resumed from {latest} (step {run.start_step})")
+    elif run.config.memory_probe and run.engine is not None:
+        run.log.note("memory probe: skipped under DeepSpeed (a backward outside its step would enter the gradients "
+                     "of step 1)")
     elif run.config.memory_probe:
         run.probe = _memory_probe(run)
         run.log.note(f"memory probe: largest micro-batch {run.probe['probe_tokens']} tokens, peak "
@@ -452,11 +467,17 @@ def _after_step(run: _Run, step: int, metrics: dict, monitor: CollapseMonitor) -
 def _optimizer_step(run: _Run, step: int) -> dict:
     """One optimizer step over the global batch; returns its metrics (mean over the global batch)."""
     t0 = time.perf_counter()
+    skipped = run.engine.skipped_steps if run.engine is not None else 0
     sums = _reduce(run.accelerator, _train_step(run, step))
-    grad_norm = _clip(run.accelerator, run.model, run.config.optim.max_grad_norm)
-    check_finite(step, grad_norm=grad_norm)  # before the optimizer touches the weights
+    if run.engine is not None:  # DeepSpeed has clipped and stepped, or skipped a non-finite step untouched
+        grad_norm = float(run.engine.get_global_grad_norm() or 0.0)
+        check_finite(step, grad_norm=grad_norm if run.engine.skipped_steps == skipped else math.inf)
+    else:
+        grad_norm = _clip(run.accelerator, run.model, run.config.optim.max_grad_norm)
+        check_finite(step, grad_norm=grad_norm)  # before the optimizer touches the weights
     lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
-    run.optimizer.step()
+    if run.engine is None:
+        run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - t0
@@ -546,7 +567,7 @@ def _write_snapshot(run: _Run, name: str, step: int, why: str) -> None:
     """`snapshots/NAME` from the model in memory (the main process writes it; under FSDP every process first
     gathers the weights); a refused write stops the run."""
     failed = None
-    whole = ckpt.full_state_dict(run.unwrapped) if is_fsdp(run.accelerator) else None
+    whole = _gathered(run)
     if run.accelerator.is_main_process:
         try:
             with original_dropout_config(run.unwrapped):  # config.json with the dropout values as loaded
@@ -683,6 +704,16 @@ def _check_weights(run: _Run, step: int) -> None:
         raise TrainingAborted(nonfinite_weights_message(step, n, bad))
 
 
+def _gathered(run: _Run) -> dict[str, torch.Tensor] | None:
+    """The whole state dict on the main process when the weights live in shards (FSDP) or partitions (DeepSpeed;
+    every process must call this), else None: the model in memory is whole."""
+    if is_fsdp(run.accelerator):
+        return ckpt.full_state_dict(run.unwrapped)
+    if run.engine is not None:
+        return run.accelerator.get_state_dict(run.model)
+    return None
+
+
 def _write_checkpoint(run: _Run, step: int, rng: dict | None = None) -> None:
     """Checkpoint `step` (`rng`: the RNG state to record, default the current one): the main process writes it,
     then the others add their RNG state. A write the file system refuses stops the run on every process."""
@@ -690,19 +721,44 @@ def _write_checkpoint(run: _Run, step: int, rng: dict | None = None) -> None:
     accelerator = run.accelerator
     path = run.run_dir / "checkpoints" / f"{ckpt.PREFIX}{step:07d}"
     accelerator.wait_for_everyone()
-    failed, sharded = None, is_fsdp(accelerator)
-    state = ckpt.training_state(run.unwrapped, run.optimizer, sharded=True) if sharded else None  # every process
-    if accelerator.is_main_process:
+    failed, state = None, None
+    if is_fsdp(accelerator):
+        state = ckpt.training_state(run.unwrapped, run.optimizer, sharded=True)  # every process
+    elif run.engine is not None:
+        state, failed = _deepspeed_state(run, step, path)  # every process
+    if accelerator.is_main_process and failed is None:
         try:
             state = state or ckpt.training_state(run.unwrapped, run.optimizer)
             ckpt.save_checkpoint(run.run_dir, step, state=state, scheduler=run.scheduler, loop_state=run.loop_state,
-                                 keep=run.config.checkpoint_keep, rng=rng)
+                                 keep=run.config.checkpoint_keep, rng=rng, fresh=run.engine is None)
         except ckpt.CheckpointNotWritten as err:
             failed = err
     if _any_process(run, failed is not None):  # on several processes, also the barrier before `save_rng`
+        if accelerator.is_main_process:  # what DeepSpeed's engine wrote before the failure
+            shutil.rmtree(ckpt.temporary_dir(run.run_dir, step), ignore_errors=True)
         raise failed or ckpt.CheckpointNotWritten(step, path, OSError("the main process could not write it"))
     if not accelerator.is_main_process:
         ckpt.save_rng(path, accelerator.process_index, rng)
+
+
+def _deepspeed_state(run: _Run, step: int, path: Path) -> tuple[tuple[dict, None] | None, Exception | None]:
+    """Under DeepSpeed, on every process: the engine writes its partitioned state (weights and optimizer, each
+    process its part) into the checkpoint's temporary folder; returns ((the whole trainable weights, None) on the
+    main process, else None; the error if this process's write failed)."""
+    tmp, failed = ckpt.temporary_dir(run.run_dir, step), None
+    if run.accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+    run.accelerator.wait_for_everyone()
+    try:
+        run.engine.save_checkpoint(str(tmp / ckpt.DEEPSPEED), tag=ckpt.DEEPSPEED_TAG, save_latest=False)
+    except OSError as err:
+        failed = ckpt.CheckpointNotWritten(step, path, err)
+    whole = _gathered(run)
+    if not run.accelerator.is_main_process:
+        return None, failed
+    trainable = {name for name, p in run.unwrapped.named_parameters() if p.requires_grad}
+    return ({name: t.detach().contiguous().cpu() for name, t in whole.items() if name in trainable}, None), failed
 
 
 def _keep_checkpoint(run: _Run, done: int, rng: dict | None, *, may_write: bool) -> dict:

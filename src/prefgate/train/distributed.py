@@ -132,7 +132,8 @@ def _drop_other_precision(mixed: str) -> None:
 
 
 def make_accelerator(config: TrainConfig, project_dir: str) -> Accelerator:
-    """The run's `Accelerator`: mixed precision from `precision`, the trackers, and FSDP as the launch asks."""
+    """The run's `Accelerator`: mixed precision from `precision`, the trackers, and FSDP or DeepSpeed as the launch
+    asks (each with the settings prefgate's loop relies on, and the run's settings they cannot honour refused)."""
     from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedType, InitProcessGroupKwargs
 

@@ -58,6 +58,12 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def trainable_of(model, whole: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The trainable tensors of a whole state dict gathered from shards or partitions (FSDP, DeepSpeed)."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {name: t.detach().contiguous().cpu() for name, t in whole.items() if name in trainable}
+
+
 def _full_options(**kwargs):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -82,8 +88,7 @@ def training_state(model, optimizer, *, sharded: bool = False) -> tuple[dict[str
         return trainable_state(model), optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    weights = {name: t.contiguous() for name, t in full_state_dict(model).items() if name in trainable}
+    weights = trainable_of(model, full_state_dict(model))
     return weights, get_optimizer_state_dict(model, _inner(optimizer), options=_full_options(cpu_offload=True))
 
 

@@ -82,17 +82,16 @@ def deepspeed_plugin(config: TrainConfig):
                          field="distributed_type") from None
     from accelerate.utils import DeepSpeedPlugin
 
-    plugin = DeepSpeedPlugin(gradient_accumulation_steps=config.grad_accumulation,
-                             gradient_clipping=config.optim.max_grad_norm or 0.0, zero3_save_16bit_model=True,
-                             zero3_init_flag=False)
+    ours = {"gradient_accumulation_steps": config.grad_accumulation,
+            "gradient_clipping": config.optim.max_grad_norm or 0.0}
+    plugin = DeepSpeedPlugin(**ours, zero3_save_16bit_model=True, zero3_init_flag=False)
     ds = plugin.deepspeed_config
     for key in ("optimizer", "scheduler"):
         if key in ds:
             raise InputError(f"the DeepSpeed config names a{'n' if key == 'optimizer' else ''} {key}; prefgate builds "
                              "AdamW and its schedule from its own config (optim.*): remove it",
                              field=f"deepspeed_config.{key}")
-    ds.update(train_micro_batch_size_per_gpu=config.batch_size, gradient_accumulation_steps=config.grad_accumulation,
-              gradient_clipping=config.optim.max_grad_norm or 0.0)
+    ds.update(ours, train_micro_batch_size_per_gpu=config.batch_size)  # a config file's own values replaced too
     ds.pop("train_batch_size", None)  # accelerate fills it from the three above and the number of processes
     ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
     return plugin

@@ -755,10 +755,7 @@ def _deepspeed_state(run: _Run, step: int, path: Path) -> tuple[tuple[dict, None
     except OSError as err:
         failed = ckpt.CheckpointNotWritten(step, path, err)
     whole = _gathered(run)
-    if not run.accelerator.is_main_process:
-        return None, failed
-    trainable = {name for name, p in run.unwrapped.named_parameters() if p.requires_grad}
-    return ({name: t.detach().contiguous().cpu() for name, t in whole.items() if name in trainable}, None), failed
+    return ((ckpt.trainable_of(run.unwrapped, whole), None) if run.accelerator.is_main_process else None), failed
 
 
 def _keep_checkpoint(run: _Run, done: int, rng: dict | None, *, may_write: bool) -> dict:

@@ -197,7 +197,7 @@ def test_a_checkpoint_resumes_only_under_the_layout_that_wrote_it(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("stage", [3])  # ZeRO-2 passed too (by hand); left out of the suite for its time budget
 def test_lora_with_the_adapter_disabled_reference_matches_one_process(stage, tiny_dir, pairs_file, tmp_path):
     lora = {"lora": {"r": 4}}
     one = train(make_config(tiny_dir, pairs_file, tmp_path / "one", batch_size=4, **lora), show_progress=False)

@@ -182,7 +182,7 @@ def run_prefgate(args) -> dict:
     reference = {"strategy": "model", "model": args.ref} if args.reference == "other" else {  # a fresh cache: no reuse
         "strategy": "auto", "cache_dir": str(Path(args.data).parent / f"prefgate-cache-{os.getpid()}")}
     overrides = {"model": {"name_or_path": args.model, "attn_implementation": args.attn,
-                           "gradient_checkpointing": args.child == "prefgate-ckpt"},
+                           **({"gradient_checkpointing": args.child.split("-", 1)[1]} if "-" in args.child else {})},
                  "data": {"train": args.data, "max_length": 4096},
                  "loss": {"type": "dpo", "beta": BETA}, "reference": reference,
                  "optim": {"lr": LR, "weight_decay": 0.0, "schedule": "constant", "warmup_steps": 0,
@@ -377,7 +377,8 @@ def summarise(name: str, runs: dict, tokens: int, pairs: int, batch_size: int, b
 
 
 PEERS = {"trl": "TRL 1.16", "trl-precompute": "TRL precomp."}
-OURS = {"prefgate": "prefgate", "prefgate-ckpt": "pg + ckpt"}
+OURS = {"prefgate": "prefgate", "prefgate-off": "pg no ckpt", "prefgate-selective": "pg sel. ckpt",
+        "prefgate-full": "pg full ckpt"}
 ROWS = [("pairs/s", "pairs_per_s", "{:.3f}"), ("pairs/s, ref. pass counted", "pairs_per_s_with_pass", "{:.3f}"),
         ("pairs per CPU-second", "pairs_per_cpu_s", "{:.3f}"), ("data tokens/s", "tokens_per_s", "{:.0f}"),
         ("median step (s)", "median_step_s", "{:.2f}"), ("reference pass (s)", "reference_pass_s", "{:.1f}"),
@@ -398,14 +399,14 @@ def report(summary: dict, args) -> None:
     pairs = [(o, p) for o in ours for p in peers]
     print(f"\n## {summary['shape']}")
     print(f"{'':28}" + "".join(f"{names[side]:>14}" for side in ours + peers)
-          + "".join(f"{names[o] + ' / ' + names[p]:>26}" for o, p in pairs))
+          + "".join(f"{names[o] + ' / ' + names[p]:>28}" for o, p in pairs))
     rows = ROWS + ([("peak CUDA (MiB)", "peak_cuda_mb", "{:.0f}")] if "peak_cuda_mb" in summary["prefgate"] else [])
     for label, key, fmt in rows:
         scale = 1 / args.steps if key == "ran_tokens" else 1
         print(f"{label:28}" + "".join(f"{fmt.format(summary[side][key] * scale):>14}" for side in ours + peers)
-              + "".join(f"{_ratio(summary[o][key], summary[p][key]):>26}" for o, p in pairs))
+              + "".join(f"{_ratio(summary[o][key], summary[p][key]):>28}" for o, p in pairs))
     print(f"{'step-0 loss':28}" + "".join(f"{summary[side]['loss0']:>14.7f}" for side in ours + peers)
-          + "".join(f"{'|diff| ' + format(abs(summary[o]['loss0'] - summary[p]['loss0']), '.1e'):>26}"
+          + "".join(f"{'|diff| ' + format(abs(summary[o]['loss0'] - summary[p]['loss0']), '.1e'):>28}"
                     for o, p in pairs))
     if "loss0_float64" in summary:
         exact = summary["loss0_float64"]
@@ -432,7 +433,7 @@ def _targets(summary: dict, args) -> None:
         to_default = summary[side]["peak_rss_mb"] / b["peak_rss_mb"]
         to_precomputed = summary[side]["peak_rss_mb"] / summary["trl-precompute"]["peak_rss_mb"]
         first, second = ("pass" if ok else "MISS" for ok in (to_default <= 0.6, to_precomputed <= 1.0))
-        print(f"{'target (issue 17), ' + OURS[side]:30} peak RSS of the process <= 0.6x TRL: {first} "
+        print(f"{'target (issue 17), ' + OURS[side]:32} peak RSS of the process <= 0.6x TRL: {first} "
               f"({to_default:.2f}x); <= TRL precomputed: {second} ({to_precomputed:.2f}x)")
 
 
@@ -452,7 +453,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        sides = {"prefgate": run_prefgate, "prefgate-ckpt": run_prefgate, "trl": run_trl, "float64": run_float64,
+        sides = {**dict.fromkeys(OURS, run_prefgate), "trl": run_trl, "float64": run_float64,
                  "trl-precompute": lambda a: run_trl(a, precompute=True)}
         result = sides[args.child](args)
         print("RESULT " + json.dumps(result), flush=True)
@@ -479,7 +480,7 @@ def main() -> None:
         for name, shape in ((k, v) for k, v in shapes.items() if k in args.shapes):
             data = tmp / f"{name}.jsonl"
             synth_pairs(data, (args.steps + 1) * args.batch_size, shape, config["vocab_size"], seed=0)
-            runs = {"prefgate": [], **({"prefgate-ckpt": []} if args.ckpt_side else {}), "trl": [],
+            runs = {"prefgate": [], **{f"prefgate-{mode}": [] for mode in args.ckpt_side}, "trl": [],
                     **({"trl-precompute": []} if args.trl_precompute else {})}
             for _ in range(args.rounds):
                 for side in runs:
@@ -519,9 +520,9 @@ def parse_args():
     p.add_argument("--trl-precompute", action="store_true",
                    help="add TRL with precompute_ref_log_probs=True as a third side (with --reference policy: TRL "
                    "keeps no reference model)")
-    p.add_argument("--ckpt-side", action="store_true",
-                   help="add prefgate with model.gradient_checkpointing: true as a side (TRL 1.16's default is "
-                   "gradient_checkpointing=True; prefgate's is false)")
+    p.add_argument("--ckpt-side", nargs="+", default=[], choices=["off", "selective", "full"],
+                   help="add prefgate with model.gradient_checkpointing set so as sides (TRL 1.16's default is "
+                   "gradient_checkpointing=True, i.e. full; prefgate's default side is whatever its config says)")
     p.add_argument("--monitor", choices=["after_diff", "mean"], default="after_diff",
                    help="prefgate's monitor.signal: after_diff (the default) builds the collapse monitor's shift "
                    "probe at set-up; mean builds none (TRL has no such probe)")
@@ -531,7 +532,7 @@ def parse_args():
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in each run (default: all)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak, for MFU (H100 SXM: 989)")
-    p.add_argument("--child", choices=["prefgate", "prefgate-ckpt", "trl", "trl-precompute", "float64"],
+    p.add_argument("--child", choices=[*OURS, "trl", "trl-precompute", "float64"],
                    help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--ref", help=argparse.SUPPRESS)

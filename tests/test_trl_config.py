@@ -173,4 +173,4 @@ def test_a_converted_recipe_trains(tiny_dir, tmp_path, runner):
     assert (config["lora"]["r"], config["lora"]["target_modules"], config["optim"]["lr"]) == (4, ["q_proj", "v_proj"],
                                                                                              1e-3)
     assert (config["seed"], config["optim"]["schedule"], config["model"]["gradient_checkpointing"]) == (42, "linear",
-                                                                                                       True)
+                                                                                                       "full")

@@ -28,12 +28,21 @@ class ModelConfig(Strict):
     name_or_path: str = Field(..., description="Hub id or local path of any AutoModelForCausalLM.")
     tokenizer: str | None = Field(None, description="Tokenizer hub id or path; default: the model's.")
     trust_remote_code: bool = False
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Literal["auto", "off", "selective", "full"] = Field(
+        "auto", description="Activation checkpointing of every decoder layer (`prefgate.lm.checkpointing`). off: "
+        "every activation kept; selective: matmul and attention outputs kept, the element-wise rest recomputed in "
+        "the backward; full: each layer's input kept, the whole layer recomputed; auto: selective from hidden size "
+        "512 on, off below. `true`/`false` read as full/off.")
     attn_implementation: str | None = None
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="The weights' dtype as loaded and trained (policy and reference.model). bfloat16: "
         "pure bf16 weights, gradients and AdamW state, half the memory of float32, no float32 master copy; "
         "`precision` adds autocast on top. Log-probs are computed in float32 either way.")
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_bool(cls, value):  # TRL's and older configs' boolean
+        return {True: "full", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class DataConfig(Strict):

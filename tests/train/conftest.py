@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from prefgate.config import load_train_config
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "accelerate"  # the shipped accelerate configs
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree", "fish", "bird", "rock", "star"]
 
 
@@ -47,3 +52,33 @@ def make_config(model_dir, train, out, **overrides):
 
 def losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_launch(launch: list[str], program: list[str], *, deepspeed: bool = False,
+                      timeout: int = 600) -> subprocess.CompletedProcess:
+    """`accelerate launch LAUNCH --num_processes 2 PROGRAM` on 2 CPU processes (gloo), one thread each. `launch`:
+    accelerate's flags (a `--config_file`, or `--multi_gpu ...`). ACCELERATE_USE_CPU=1 keeps accelerate on the CPU,
+    except under DeepSpeed, which it would turn off (DeepSpeed finds its CPU accelerator itself)."""
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update({"OMP_NUM_THREADS": "1", **({} if deepspeed else {"ACCELERATE_USE_CPU": "1"})})
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_processes", "2",
+           "--main_process_port", str(free_port()), *program]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def launch_train(config, tmp_path: Path, launch: list[str], *extra: str, deepspeed: bool = False,
+                 program: tuple[str, ...] = ("-m", "prefgate", "train")) -> subprocess.CompletedProcess:
+    """`accelerate_launch` of `prefgate train CONFIG` (or `program CONFIG`; `extra`: its flags), the config written
+    under `tmp_path`; asserts exit 0 for `prefgate train` itself."""
+    path = tmp_path / f"{Path(config.output_dir).name}-{len(extra)}.yaml"
+    path.write_text(json.dumps(config.model_dump(mode="json")))
+    result = accelerate_launch(launch, [*program, str(path), *extra], deepspeed=deepspeed)
+    if program[-1] == "train":
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result

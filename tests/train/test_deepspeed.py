@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,11 @@ from safetensors.torch import load_file
 from prefgate.errors import InputError
 from prefgate.train.distributed import deepspeed_plugin, make_accelerator
 from prefgate.train.loop import train
-from tests.train.conftest import losses, make_config
-from tests.train.test_fsdp import _free_port, _max_diff
+from tests.train.conftest import EXAMPLES, launch_train, losses, make_config
+from tests.train.test_fsdp import _max_diff
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (bash dev.sh test installs it)")
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "accelerate"
 TOLERANCE = 1e-4
 PARTITION_EVERYTHING = {"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0,
                                               "stage3_model_persistence_threshold": 0},
@@ -36,17 +34,9 @@ PARTITION_EVERYTHING = {"zero_optimization": {"stage": 3, "stage3_param_persiste
 
 def _launch(config, tmp_path: Path, accelerate_config: Path, *extra: str,
             program: tuple[str, ...] = ("-m", "prefgate", "train")) -> subprocess.CompletedProcess:
-    """`accelerate launch` of `prefgate train CONFIG` (or `program CONFIG`; `extra`: its flags) on 2 CPU processes
-    with an accelerate config; asserts exit 0 for `prefgate train` itself."""
-    path = tmp_path / f"{Path(config.output_dir).name}-{len(extra)}.yaml"
-    path.write_text(json.dumps(config.model_dump(mode="json")))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
-           "--num_processes", "2", "--main_process_port", str(_free_port()), *program, str(path), *extra]
-    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}  # it would turn DeepSpeed off
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**env, "OMP_NUM_THREADS": "1"})
-    if program[-1] == "train":
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    """`launch_train` under DeepSpeed with an accelerate config file."""
+    return launch_train(config, tmp_path, ["--config_file", str(accelerate_config)], *extra, deepspeed=True,
+                        program=program)
 
 
 def _metric(run_dir: Path, name: str) -> list[float]:

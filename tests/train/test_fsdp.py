@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,28 +21,14 @@ from prefgate.errors import InputError
 from prefgate.train import checkpoint as ckpt
 from prefgate.train.distributed import check_launch, check_sharded, fsdp_plugin
 from prefgate.train.loop import train
-from tests.train.conftest import losses, make_config
+from tests.train.conftest import EXAMPLES, launch_train, losses, make_config
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "accelerate"
 TOLERANCE = 1e-4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _launch(config, tmp_path: Path, example: str, *extra: str) -> None:
     """`accelerate launch` of `prefgate train` on 2 CPU processes with a shipped accelerate config."""
-    path = tmp_path / f"{config.output_dir.replace('/', '_')}.yaml"
-    path.write_text(json.dumps(config.model_dump(mode="json")))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / example),
-           "--num_processes", "2", "--main_process_port", str(_free_port()), "-m", "prefgate", "train", str(path),
-           *extra]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "ACCELERATE_USE_CPU": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch_train(config, tmp_path, ["--config_file", str(EXAMPLES / example)], *extra)
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from prefgate.cli import app
 from prefgate.config import load_train_config
 from prefgate.train.loop import train
-from tests.train.conftest import write_pairs
+from tests.train.conftest import EXAMPLES, accelerate_launch, write_pairs
 
 N = 24  # items per category: above the gate's min_items (20), so each category decides
 
@@ -198,29 +198,19 @@ def test_a_run_killed_mid_way_resumes_to_the_same_verdicts_and_kept_model(plante
 def test_two_processes_reach_the_same_verdicts_and_keep_the_same_step_as_one(layout, planted, tmp_path):
     """DDP or DeepSpeed ZeRO-2 on 2 CPU processes (gloo), half the batch each: the main process evaluates the suite,
     the other reads its verdict; the verdicts, the kept step and the kept model equal the one-process run's."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     if layout == "ddp":
-        launch, env = ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"], \
-            {**os.environ, "ACCELERATE_USE_CPU": "1"}
+        launch = ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     else:
         pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (bash dev.sh test installs it)")
-        examples = Path(__file__).resolve().parents[2] / "examples" / "accelerate"
-        launch = ["--config_file", str(examples / f"{layout}.yaml")]
-        env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+        launch = ["--config_file", str(EXAMPLES / f"{layout}.yaml")]
 
     overrides = ["eval.on_block=keep_best"]
     one = train(load_train_config(planted["config"], [f"output_dir={tmp_path / 'one'}", *overrides]),
                 show_progress=False)
     assert one.status == "completed"
     out = tmp_path / "two"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_processes", "2",
-           "--main_process_port", "29521", "-m", "prefgate", "train", str(planted["config"]), f"output_dir={out}",
-           "batch_size=4", *overrides]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    result = accelerate_launch(launch, ["-m", "prefgate", "train", str(planted["config"]), f"output_dir={out}",
+                                        "batch_size=4", *overrides], deepspeed=layout != "ddp", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = _manifest(one.run_dir), _manifest(out)
     assert b["processes"] == 2 and b["distributed"]["type"] == ("multi_cpu" if layout == "ddp" else "deepspeed")

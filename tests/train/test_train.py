@@ -30,6 +30,9 @@ def test_gradient_checkpointing_on_and_off_agree(tiny_dir, pairs_file, tmp_path)
     on = train(make_config(tiny_dir, pairs_file, tmp_path / "on", **{"model.gradient_checkpointing": True}),
                show_progress=False)
     assert max(abs(x - y) for x, y in zip(losses(off.run_dir), losses(on.run_dir), strict=True)) < 1e-5
+    said = [json.loads((r.run_dir / "manifest.json").read_text())["checkpointing"] for r in (off, on)]
+    assert said[0]["mode"] == "off" and said[0]["why"].startswith("auto: hidden size")  # the tiny model: auto is off
+    assert said[1] == {"mode": "full", "why": "as configured"}  # `true` reads as full
 
 
 def test_run_folder_manifest_and_metrics(tiny_dir, pairs_file, tmp_path):

@@ -147,8 +147,9 @@ def _one_step(config, batch, reference_logps) -> tuple[float, dict[str, torch.Te
     return float(loss.detach()), grads, len(calls)
 
 
+@pytest.mark.parametrize("mode", ["selective", "full"])
 @pytest.mark.parametrize("lora", [{}, {"lora.r": 4}], ids=["full", "lora"])
-def test_checkpointing_recomputes_each_layer_and_changes_no_loss_or_gradient(lora, tiny_dir, ref_dir, pairs_file,
+def test_checkpointing_recomputes_each_layer_and_changes_no_loss_or_gradient(lora, mode, tiny_dir, ref_dir, pairs_file,
                                                                             tiny_tok, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -161,7 +162,7 @@ def test_checkpointing_recomputes_each_layer_and_changes_no_loss_or_gradient(lor
     loss_off, grads_off, calls_off = _one_step(make_config(tiny_dir, pairs_file, tmp_path / "off", **lora), batch,
                                                reference_logps)
     loss_on, grads_on, calls_on = _one_step(make_config(tiny_dir, pairs_file, tmp_path / "on", **lora,
-                                                        **{"model.gradient_checkpointing": True}),
+                                                        **{"model.gradient_checkpointing": mode}),
                                             batch, reference_logps)
     assert calls_off == 1 and calls_on == 2  # the forward, and with checkpointing its replay in the backward
     assert abs(loss_off - 0.6931471805599453) > 1e-3

@@ -25,6 +25,7 @@ from prefgate.config import TrainConfig
 from prefgate.console import note, progress
 from prefgate.data import PreferenceDataset, load_tokenizer, read_dataset
 from prefgate.errors import InputError
+from prefgate.lm import checkpointing
 from prefgate.lm.load import eval_mode, pad_token_id
 from prefgate.losses import LossType
 from prefgate.train import checkpoint as ckpt
@@ -180,7 +181,7 @@ def _memory_probe(run: _Run) -> dict:
         out.losses.sum().backward()
     except torch.OutOfMemoryError:
         raise TrainingAborted(f"step 0 memory probe: out of memory on the largest micro-batch ({batch.n_tokens} "
-                              "tokens); lower batch_size or data.max_length, or set model.gradient_checkpointing"
+                              "tokens); lower batch_size or data.max_length, or set model.gradient_checkpointing: full"
                               ) from None
     finally:
         model.zero_grad(set_to_none=True)
@@ -267,6 +268,7 @@ class _Run:
     total_steps: int
     # Set by `_set_up` after construction; none is None once the loop starts.
     forward: Forward | None = None
+    checkpointing: dict = field(default_factory=dict)  # the mode `model.gradient_checkpointing` ran, and why
     model: torch.nn.Module | None = None  # as prepared by accelerate (wrapped on several processes)
     unwrapped: torch.nn.Module | None = None  # the model itself, what checkpoints and the saved model hold
     reference: References | None = None
@@ -296,6 +298,7 @@ def train(config: TrainConfig, *, resume: bool = False, allow_audit_fail: str | 
         write_manifest(result, config=config, datasets={"train": run.train_ds, "eval": run.eval_ds}, audit=run.audit,
                        artifacts=artifacts, extra={"memory_probe": run.probe, "reference": run.reference.describe(),
                                                    "forward": run.forward.describe(),
+                                                   "checkpointing": run.checkpointing,
                                                    "processes": run.accelerator.num_processes, "checkpoint": kept,
                                                    "distributed": describe(run.accelerator, run.unwrapped),
                                                    "dropout": disabled_dropout(run.unwrapped).describe(),
@@ -342,6 +345,9 @@ def _set_up(config: TrainConfig, resume: bool, allow_audit_fail: str | None, sho
                  "adapter_config.json keeps it")
     run.forward = Forward.resolve(model, config.forward, config.pack_tokens)
     log.note(f"forward: {run.forward.reason}")
+    mode, why = checkpointing.resolve(config.model.gradient_checkpointing, model.config)  # as load_policy took it
+    run.checkpointing = {"mode": mode, "why": why}
+    log.note(f"activation checkpointing: {mode} ({why})")
     splits = {"train": (train_data, train_ds), **({"eval": (eval_data, eval_ds)} if eval_data is not None else {})}
     with whole_model_loading(accelerator):
         live = live_reference(config, model, device=accelerator.device, forward=run.forward)

@@ -19,6 +19,7 @@ import torch
 
 from prefgate.config import LoraConfig, TrainConfig
 from prefgate.errors import InputError
+from prefgate.lm import checkpointing
 from prefgate.lm.load import load_causal_lm
 
 # Every dropout-like module of torch: `p` is the probability each reads in training mode.
@@ -131,18 +132,14 @@ def load_policy(config: TrainConfig):
                            trust_remote_code=config.model.trust_remote_code,
                            attn_implementation=config.model.attn_implementation, quantization_config=quant)
     model.config.use_cache = False
-    if config.model.gradient_checkpointing:  # transformers 5 renamed it; older releases have only the old name
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointing.enable(model, checkpointing.resolve(config.model.gradient_checkpointing, model.config)[0])
     if config.lora is None:
         return _in_training_mode(model)
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if quant is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.model.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     peft_config = PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                                  target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
     return _in_training_mode(get_peft_model(model, peft_config))

@@ -12,8 +12,10 @@
 #    QLoRA) and tests/train/test_bf16.py, which on a GPU machine trains on the GPU.
 # 4. benchmarks/vs_trl.py at bf16 on the ~0.5B config (Qwen2-0.5B's shape: 24 layers, hidden 896, vocab 151936;
 #    untied embeddings, so 630M parameters): prefgate (prefix-shared, flex attention, pairs packed into 8192-token
-#    rows) against TRL 1.16 DPOTrainer, then against TRL with Liger's kernels where liger-kernel installed. Each
-#    prints pairs/s and its ratio, data tokens/s, MFU and peak GPU memory per side.
+#    rows; `model.gradient_checkpointing: auto`, which takes selective at this width, and a side with it off, so the
+#    run shows what selective checkpointing costs on a GPU) against TRL 1.16 DPOTrainer, then against TRL with
+#    Liger's kernels where liger-kernel installed. Each prints pairs/s and its ratio, data tokens/s, MFU and peak GPU
+#    memory per side.
 #
 # Everything printed is also kept in PREFGATE_GPU_OUT (default /tmp/prefgate-gpu): tests.txt, vs_trl*.txt and the
 # raw per-step figures vs_trl*.jsonl. Exit status: 0 when the tests passed and both benchmark runs finished.
@@ -61,7 +63,7 @@ echo "## GPU tests"
 bench=(benchmarks/vs_trl.py --device cuda --dtype bf16 --config 0.5b --attn flex_attention --pack-tokens 8192
        --rounds 1 --steps 5)
 echo "## prefgate vs TRL 1.16, bf16, ~0.5B parameters"
-"$PY" "${bench[@]}" --json "$OUT/vs_trl.jsonl" 2>&1 | tee "$OUT/vs_trl.txt"
+"$PY" "${bench[@]}" --ckpt-side off --json "$OUT/vs_trl.jsonl" 2>&1 | tee "$OUT/vs_trl.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 if [ "$liger" = 1 ]; then
     echo "## prefgate vs TRL 1.16 with Liger's kernels (prompt-heavy shape)"

@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/vs_trl.py            # ~55M-parameter Llama, CPU, fp32 (about 15 min on 2 cores)
     .venv/bin/python benchmarks/vs_trl.py --quick    # small config, a smoke test in under a minute
     .venv/bin/python benchmarks/vs_trl.py --device cuda --dtype bf16 --config 0.5b   # on a GPU
-    .venv/bin/python benchmarks/vs_trl.py --shapes long-1024 --reference policy --trl-precompute --steps 1
-                                                     # whole-process memory against both TRL answers (issue 17)
+    .venv/bin/python benchmarks/vs_trl.py --shapes long-1024 --reference policy --trl-precompute --steps 1 \
+        --ckpt-side off full                         # whole-process memory against both TRL answers (issue 17),
+                                                     # prefgate's default (checkpointing auto) and off and full
 
 One invocation builds, with a fixed seed, a randomly initialised Llama-style policy and a second one as the
 frozen reference (another seed, so the step-0 loss is not the trivial log 2), a word-level tokenizer (one
@@ -415,7 +416,8 @@ def report(summary: dict, args) -> None:
     for side in ours + peers:
         print(f"{'  reference, ' + names[side]:28}{summary[side]['reference']}")
     if "mfu" in summary["prefgate"]:
-        print(f"{'MFU (8 x params x min tokens)':28}{summary['prefgate']['mfu']:>14.1%}{summary['trl']['mfu']:>14.1%}")
+        print(f"{'MFU (8 x params x min tokens)':28}"
+              + "".join(f"{summary[side]['mfu']:>14.1%}" for side in ours + peers))
     _targets(summary, args)
 
 
@@ -441,9 +443,8 @@ def add_mfu(summary: dict, n_params: int, min_tokens_per_pair: float, peak_flops
     """Model FLOPs utilisation on the floor of work: 6 x params per token for the policy (forward and
     backward) + 2 x params for the reference forward, on P + |yw| + |yl| tokens per pair (attention not
     counted), the same numerator for both sides, so the MFU ratio equals the pairs/s ratio."""
-    for side in ("prefgate", "trl"):
-        s = summary[side]
-        s["mfu"] = 8 * n_params * min_tokens_per_pair * s["pairs_per_s"] / peak_flops
+    for side in (v for v in summary.values() if isinstance(v, dict)):  # every side; not "shape"
+        side["mfu"] = 8 * n_params * min_tokens_per_pair * side["pairs_per_s"] / peak_flops
 
 
 def main() -> None:

@@ -250,15 +250,17 @@ def test_a_snapshot_and_a_lora_adapter_keep_the_original_dropout_values(llama_dr
 
 
 @pytest.mark.slow
-def test_fsdp_keeps_the_policy_in_training_mode_and_checkpointing_agrees(tiny_dir, pairs_file, tmp_path):
-    """2 CPU processes under FSDP2 with checkpointing: the policy ends the run in training mode, and the losses
-    are those of one process without checkpointing."""
+@pytest.mark.parametrize("mode", ["selective", "full"])
+def test_fsdp_keeps_the_policy_in_training_mode_and_checkpointing_agrees(mode, tiny_dir, pairs_file, tmp_path):
+    """2 CPU processes under FSDP2 with checkpointing, selective (torch's op-level cache around each layer, FSDP's
+    parameter gathers inside it) or full: the policy ends the run in training mode, and the losses are those of one
+    process without checkpointing."""
     from tests.train.test_fsdp import TOLERANCE, _launch
 
     one = train(make_config(tiny_dir, pairs_file, tmp_path / "one", batch_size=4, max_steps=3), show_progress=False)
     two = tmp_path / "two"
     _launch(make_config(tiny_dir, pairs_file, two, batch_size=2, max_steps=3,
-                        **{"model.gradient_checkpointing": True}), tmp_path, "fsdp.yaml")
+                        **{"model.gradient_checkpointing": mode}), tmp_path, "fsdp.yaml")
     manifest = json.loads((two / "manifest.json").read_text())
     assert manifest["distributed"]["type"] == "fsdp" and manifest["distributed"]["policy_mode"] == "train"
     assert losses(two) == pytest.approx(losses(one.run_dir), abs=TOLERANCE)

@@ -8,6 +8,8 @@
 - `prefix`: the prefix-shared, packable forward (each prompt once), its support probe and `pair_logps`.
 - `chunked`: the LM head and log-softmax over selected positions, in chunks, with its own backward.
 - `generate`: batched generation (greedy for evals, sampled for sample-and-grade).
+- `checkpointing`: activation checkpointing of the decoder layers, `selective` (matmul outputs kept) or `full`, and
+  the `auto` rule.
 
 Imports run one way: `prefgate.data` below, the stages (`train`, `eval`, `diagnose`, `sweep`, `pairs`,
 ...) above; nothing here imports a stage. The submodules are imported where used (this package loads no

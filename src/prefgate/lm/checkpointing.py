@@ -14,8 +14,9 @@ off during training, `prefgate.train.model`). transformers checkpoints only in t
 
 `auto` (`resolve`) takes `selective` for models with a hidden size of at least 512 and `off` below: selective
 checkpointing intercepts every op of a layer in Python, a fixed cost per op that a small model's step feels
-(measured on CPU: +60% at hidden size 128, where activations take little memory anyway) and a real one's does
-not (hidden size 512, 1024-token rows: the same step time, 21% less peak memory; BENCHMARKS.md).
+(`benchmarks/checkpointing.py` on CPU: +25% at hidden size 128, where activations take little memory anyway,
++16% at 512, none at 768) and a real step hardly does (58M parameters, 5,628-token steps: within run-to-run
+variation, 24% less peak memory; BENCHMARKS.md).
 """
 
 from __future__ import annotations
